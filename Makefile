@@ -1,0 +1,30 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint server bench venv clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[server,test,lint]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ppz tests
+	$(VENV)/bin/mypy ppz
+
+server: $(STAMP)
+	@mkdir -p .demo/server
+	@KEY=$$(PPZ_SERVER_DATA=.demo/server $(VENV)/bin/ppz-server add-key --account=demo) && \
+	  echo "api key for account demo: $$KEY" && \
+	  echo "log in with:  ppz login http://127.0.0.1:8080 --apikey $$KEY"
+	PPZ_SERVER_DATA=.demo/server PPZ_NATS_SERVER_BIN=$$($(PY) -c 'import ppz.server.natsbin as n; print(n.nats_server_bin())') \
+	  $(VENV)/bin/ppz-server serve
+
+clean:
+	rm -rf $(VENV) .demo

@@ -1,0 +1,654 @@
+"""NatsActor: the one nats-py client, its asyncio loop thread, and the NATS event log.
+
+It owns: the NATS URL, the credential snapshot the client's auth callbacks read, the
+installed connection and the (exp, generation) it was dialled with, the last dial error,
+in-place rotation, the failure report and the event log (spec/daemon.md §4–§6, §8).
+Its mailbox is the "connection lock": rebuild, swap and rotation are serialised by it.
+JetStream operations do not go through the mailbox: request threads read the published
+:class:`ConnView` and run their coroutines on the loop directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats.errors
+import nkeys
+import pykka
+from nats.aio.client import Client as NatsClient
+
+from ppz import errors, names
+from ppz.actors.follows import FollowActor
+from ppz.aioloop import LoopThread
+from ppz.envelope import Envelope
+from ppz.eventlog import Event, EventLog
+from ppz.messages import (
+    Beat,
+    ClientEvent,
+    ConnectionSwapped,
+    CredentialChanged,
+    CredentialSnapshot,
+    ProbeFinished,
+    RecordEvent,
+    Rotate,
+    RotationDue,
+)
+from ppz.published import Published
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+RECONNECT_ATTEMPTS = 60
+RECONNECT_WAIT = 2.0
+PING_INTERVAL = 120
+MAX_PINGS_OUT = 2
+ROTATE_WAIT = 5.0
+ROTATE_SPACING = 2.0
+SWAP_FLUSH_CAP = 2.0
+PROBE_TIMEOUT = 5.0
+JS_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnView:
+    """Immutable view of the installed connection, published for request threads."""
+
+    nc: NatsClient | None = None
+    js: Any = None
+    loop_thread: LoopThread | None = None
+    nc_id: str = ""
+    url: str = ""
+    dialled_exp: int = 0
+    dialled_gen: int = 0
+    dial_error: errors.PpzError | None = None
+
+    def state(self) -> str | None:
+        """``connected`` / ``connecting`` / ``disconnected``, or None with no connection."""
+        nc = self.nc
+        if nc is None:
+            return None
+        if nc.is_connected:
+            return "connected"
+        if nc.is_connecting or nc.is_reconnecting:
+            return "connecting"
+        return "disconnected"
+
+    def unusable(self) -> errors.PpzError:
+        """The error JetStream entry points return while no connection is installed."""
+        return self.dial_error or errors.PpzError(errors.E_NATS_UNREACHABLE)
+
+    @property
+    def client(self) -> NatsClient:
+        """The installed client, or the error JetStream entry points return without one."""
+        if self.nc is None:
+            raise self.unusable()
+        return self.nc
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = JS_TIMEOUT + 1.0) -> T:
+        """Run ``coro`` on the connection's loop from a request thread."""
+        if self.loop_thread is None:
+            coro.close()
+            raise self.unusable()
+        return self.loop_thread.run(coro, timeout)
+
+
+def classify_dial_error(text: str) -> errors.PpzError:
+    """Dial-error classification (daemon.md §5.7)."""
+    if "maximum control line exceeded" in text.lower():
+        return errors.PpzError(errors.E_CREDENTIAL_TOO_LARGE)
+    return errors.PpzError(errors.E_NATS_UNREACHABLE)
+
+
+def server_urls(url: str) -> list[str]:
+    """All comma-separated servers of a NATS URL."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+@dataclass(slots=True)
+class _Watch:
+    """One ListWatch: its account, its callbacks and its current subscription."""
+
+    acct: str
+    on_subject: Callable[[str], None]
+    wake: Callable[[], None]
+    sub: Any = None
+
+
+@dataclass(slots=True)
+class _Installed:
+    """The installed connection and the credential it was dialled with."""
+
+    nc: NatsClient
+    nc_id: str
+    exp: int
+    gen: int
+    subs: list[Any] = field(default_factory=list)
+
+
+class NatsActor(pykka.ThreadingActor):
+    """Owns the NATS connection; see the module docstring."""
+
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        *,
+        events: EventLog,
+        view_box: Published[ConnView],
+        heartbeats: Any = None,
+        kick_connect: Callable[[], None] | None = None,
+        nats_url_override: str = "",
+    ) -> None:
+        super().__init__()
+        self._events = events
+        self._view_box = view_box
+        self._heartbeats = heartbeats
+        self._kick_connect = kick_connect or (lambda: None)
+        self._url_override = nats_url_override
+        self._url = ""
+        self._account_id = ""
+        self._snapshot: CredentialSnapshot | None = None
+        self._installed: _Installed | None = None
+        self._dial_error: errors.PpzError | None = None
+        self._dials = 0
+        self._pid = os.getpid()
+        self._loop = LoopThread("ppz-nats")
+        # Read by client callbacks on the loop thread: the nc_id of a rotation in flight.
+        self._rotating_nc_id = ""
+        self._last_rotation_at = 0.0
+        self._rotation_pending = False
+        self._probe_in_flight = False
+        self._presence_account = ""
+        self._watches: dict[str, _Watch] = {}
+        # Touched only on the loop thread: rotation waiters resolved by reconnected_cb.
+        self._rotation_waiters: dict[str, asyncio.Future[bool]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._loop.start()
+        self._publish()
+        logger.debug("NatsActor started")
+
+    def on_stop(self) -> None:
+        self._close_installed()
+        self._loop.stop()
+        logger.debug("NatsActor stopped")
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._loop.stop()
+
+    def _close_installed(self) -> None:
+        inst = self._installed
+        self._installed = None
+        self._publish()
+        if inst is not None:
+            try:
+                self._loop.run(inst.nc.close(), 3.0)
+            except Exception:  # noqa: BLE001 - shutting down
+                logger.debug("closing NATS connection failed", exc_info=True)
+
+    # --- published view ------------------------------------------------------------
+
+    def _publish(self) -> None:
+        inst = self._installed
+        self._view_box.value = ConnView(
+            nc=inst.nc if inst else None,
+            js=inst.nc.jetstream(timeout=JS_TIMEOUT) if inst else None,
+            loop_thread=self._loop,
+            nc_id=inst.nc_id if inst else "",
+            url=self._url,
+            dialled_exp=inst.exp if inst else 0,
+            dialled_gen=inst.gen if inst else 0,
+            dial_error=self._dial_error,
+        )
+
+    def view(self) -> ConnView:
+        return self._view_box.value
+
+    # --- identity --------------------------------------------------------------------
+
+    def set_target(self, url: str, account_id: str) -> None:
+        """Adopt the NATS URL (``PPZ_NATS_URL`` wins) and the account id to subscribe under."""
+        self._url = self._url_override or url
+        self._account_id = account_id
+        self._publish()
+
+    def forget(self) -> None:
+        """Logout / identity change: forget the NATS URL and the remembered dial error."""
+        self._url = ""
+        self._dial_error = None
+        self._snapshot = None
+        self._publish()
+
+    def has_url(self) -> bool:
+        return bool(self._url)
+
+    # --- events ----------------------------------------------------------------------
+
+    def _jwt_exp(self) -> int:
+        return self._snapshot.exp if self._snapshot else 0
+
+    def _record(self, type_: str, *, caller: str = "", nc_id: str = "", jwt_exp: int | None = None,
+                reason: str = "") -> None:
+        self._events.record(
+            type_, caller=caller, nc_id=nc_id,
+            jwt_exp=self._jwt_exp() if jwt_exp is None else jwt_exp, reason=reason,
+        )
+
+    def events(self) -> list[Event]:
+        return self._events.snapshot()
+
+    def event_log(self) -> EventLog:
+        """The log itself, for read-only scans (since-scan, on-disk count) by Diag."""
+        return self._events
+
+    # --- inbox -----------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case RecordEvent():
+                self._record(message.type, caller=message.caller, nc_id=message.nc_id,
+                             jwt_exp=message.jwt_exp, reason=message.reason)
+            case ClientEvent():
+                self._on_client_event(message)
+            case CredentialChanged():
+                self._snapshot = message.snapshot
+            case Rotate():
+                self._snapshot = message.snapshot
+                self._rotate_in_place()
+            case RotationDue():
+                self._rotation_pending = False
+                self._rotate_in_place()
+            case ProbeFinished():
+                self._on_probe_finished(message)
+            case _:
+                logger.warning("NatsActor: unexpected message %r", message)
+        return None
+
+    def _on_client_event(self, ev: ClientEvent) -> None:
+        self._record(ev.kind, caller=ev.caller, nc_id=ev.nc_id, reason=ev.reason)
+        if ev.kind == "closed":
+            self._kick_connect()
+        self._publish()
+
+    # --- rebuild / swap ---------------------------------------------------------------
+
+    def rebuild(self, caller: str) -> None:
+        """daemon.md §5.1. Raises the classified dial error on failure."""
+        if not self._url:
+            return
+        snap = self._snapshot
+        inst = self._installed
+        if (
+            inst is not None
+            and inst.nc.is_connected
+            and snap is not None
+            and (inst.exp, inst.gen) == (snap.exp, snap.generation)
+        ):
+            return
+        if snap is None or not snap.jwt or not snap.seed:
+            self._dial_error = errors.PpzError(errors.E_NATS_UNREACHABLE)
+            self._publish()
+            raise self._dial_error
+        self._dials += 1
+        nc_id = f"nc-{self._pid}-{self._dials}"
+        try:
+            nc = self._loop.run(self._dial(server_urls(self._url), nc_id),
+                                CONNECT_TIMEOUT * max(1, len(server_urls(self._url))) + 3.0)
+        except Exception as exc:  # noqa: BLE001 - every dial failure is classified
+            text = str(exc) or type(exc).__name__
+            logger.warning("NATS dial %s failed: %s", nc_id, text)
+            self._dial_error = classify_dial_error(text)
+            self._publish()
+            raise self._dial_error from None
+        self._dial_error = None
+        self._swap(caller, _Installed(nc=nc, nc_id=nc_id, exp=snap.exp, gen=snap.generation))
+        self._arm_presence()
+
+    def swap_to_nothing(self, caller: str) -> None:
+        """Replace the installed connection by nothing (logout, credentials gone)."""
+        if self._installed is not None:
+            self._swap(caller, None)
+
+    def _swap(self, caller: str, new: _Installed | None) -> None:
+        """daemon.md §5.2, in the spec's order."""
+        old = self._installed
+        old_id = old.nc_id if old else "-"
+        new_id = new.nc_id if new else "-"
+        self._record("swap", caller=caller, nc_id=new.nc_id if new else "",
+                     reason=f"old={old_id} new={new_id}")
+        pykka.ActorRegistry.broadcast(ConnectionSwapped(old_nc_id=old_id, new_nc_id=new_id),
+                                      target_class=FollowActor)
+        was_connected = bool(old and old.nc.is_connected)
+        self._installed = new
+        self._publish()
+        if new is not None:
+            self._rearm_watches(caller, new)
+            try:
+                self._loop.run(new.nc.flush(timeout=int(SWAP_FLUSH_CAP)), SWAP_FLUSH_CAP + 0.5)
+            except Exception:  # noqa: BLE001 - a slow flush does not undo the swap
+                logger.debug("flush after swap failed", exc_info=True)
+        else:
+            for watch in self._watches.values():
+                watch.sub = None  # re-armed by the next swap
+                watch.wake()
+        if old is not None and old is not new:
+            self._loop.submit(self._close_quietly(old.nc))
+        if new is not None:
+            if old is None:
+                self._record("connect", caller=caller, nc_id=new.nc_id, reason="initial connection")
+            elif not was_connected:
+                self._record("reconnect", caller=caller, nc_id=new.nc_id, reason="rebuilt connection")
+
+    # --- watch registry (daemon.md §5.4) ---------------------------------------------------
+
+    def arm_watch(self, watch_id: str, acct: str, on_subject: Callable[[str], None],
+                  wake: Callable[[], None]) -> None:
+        """Register a ListWatch and subscribe it to ``<acct>.>`` on the installed connection."""
+        inst = self._installed
+        if inst is None:
+            raise self._dial_error or errors.PpzError(errors.E_NATS_UNREACHABLE)
+        watch = _Watch(acct=acct, on_subject=on_subject, wake=wake)
+        try:
+            watch.sub = self._loop.run(self._subscribe_watch(inst.nc, watch), JS_TIMEOUT)
+        except Exception:  # noqa: BLE001 - any subscribe failure
+            raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
+        self._watches[watch_id] = watch
+
+    def disarm_watch(self, watch_id: str) -> None:
+        watch = self._watches.pop(watch_id, None)
+        if watch is not None and watch.sub is not None:
+            self._loop.submit(self._unsubscribe_quietly(watch.sub))
+
+    def wake_watches(self) -> None:
+        """Wake every watch (logout, credentials gone: each then answers E_NOT_LOGGED_IN)."""
+        for watch in self._watches.values():
+            watch.wake()
+
+    @staticmethod
+    async def _subscribe_watch(nc: NatsClient, watch: _Watch) -> Any:
+        async def on_msg(msg: Any) -> None:
+            watch.on_subject(msg.subject)
+
+        return await nc.subscribe(names.account_wildcard(watch.acct), cb=on_msg)
+
+    @staticmethod
+    async def _unsubscribe_quietly(sub: Any) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # noqa: BLE001 - the connection may be gone
+            pass
+
+    def _rearm_watches(self, caller: str, new: _Installed) -> None:
+        """Re-arm every watch on ``new`` while the old connection is still open."""
+        for watch in list(self._watches.values()):
+            old_sub = watch.sub
+            try:
+                watch.sub = self._loop.run(self._subscribe_watch(new.nc, watch), JS_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - recorded
+                watch.sub = None
+                self._record("warn", caller=f"rearmWatches/{caller}", nc_id=new.nc_id, reason=str(exc))
+            if old_sub is not None:
+                self._loop.submit(self._unsubscribe_quietly(old_sub))
+            watch.wake()
+
+    @staticmethod
+    async def _close_quietly(nc: NatsClient) -> None:
+        try:
+            await nc.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail
+            logger.debug("close of old connection failed", exc_info=True)
+
+    # --- dialling (runs on the loop) ----------------------------------------------------
+
+    def _jwt_cb(self) -> bytes:
+        snap = self._snapshot
+        if snap is None or not snap.jwt:
+            raise RuntimeError("no NATS credential")
+        return snap.jwt.encode()
+
+    def _sig_cb(self, nonce: str) -> bytes:
+        snap = self._snapshot
+        if snap is None or not snap.seed:
+            raise RuntimeError("no NATS credential")
+        kp = nkeys.from_seed(bytearray(snap.seed.encode()))
+        return base64.b64encode(kp.sign(nonce.encode()))
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass
+
+    async def _dial(self, servers: list[str], nc_id: str) -> NatsClient:
+        nc = NatsClient()
+        dial_errors: list[str] = []
+        dialling = True
+
+        def caller() -> str:
+            return "rotate" if self._rotating_nc_id == nc_id else "nats-client"
+
+        def last_error() -> str:
+            err = nc.last_error
+            return str(err) if err else ""
+
+        async def error_cb(exc: Exception) -> None:
+            text = str(exc) or type(exc).__name__
+            if dialling:
+                dial_errors.append(text)
+            logger.info("NATS client %s: %s", nc_id, text)
+
+        async def disconnected_cb() -> None:
+            if not dialling:
+                self._tell_self(ClientEvent(kind="disconnect", nc_id=nc_id, caller=caller(),
+                                            reason=last_error()))
+
+        async def reconnected_cb() -> None:
+            url = nc.connected_url
+            text = f"{url.scheme}://{url.netloc}" if url else ""
+            waiter = self._rotation_waiters.pop(nc_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(True)
+            self._tell_self(ClientEvent(kind="reconnect", nc_id=nc_id, caller=caller(), reason=text))
+
+        async def closed_cb() -> None:
+            waiter = self._rotation_waiters.pop(nc_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(False)
+            if not dialling:
+                self._tell_self(ClientEvent(kind="closed", nc_id=nc_id, caller=caller(),
+                                            reason=last_error()))
+
+        try:
+            # One attempt per server: nats-py retries each server until its reconnect count
+            # exceeds max_reconnect_attempts, so a fraction below 1 means "try once"; the
+            # real limits are installed once the first connect succeeded.
+            await nc.connect(
+                servers=servers,
+                name="ppz-daemon",
+                connect_timeout=int(CONNECT_TIMEOUT),
+                allow_reconnect=False,
+                max_reconnect_attempts=0.5,  # type: ignore[arg-type]
+                reconnect_time_wait=0,
+                ping_interval=PING_INTERVAL,
+                max_outstanding_pings=MAX_PINGS_OUT,
+                no_echo=False,
+                user_jwt_cb=self._jwt_cb,
+                signature_cb=self._sig_cb,
+                error_cb=error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+                closed_cb=closed_cb,
+            )
+        except Exception as exc:
+            detail = "; ".join(dict.fromkeys(dial_errors)) or str(exc) or type(exc).__name__
+            raise RuntimeError(detail) from None
+        nc.options["allow_reconnect"] = True
+        nc.options["max_reconnect_attempts"] = RECONNECT_ATTEMPTS
+        nc.options["reconnect_time_wait"] = RECONNECT_WAIT
+        dialling = False
+        return nc
+
+    # --- presence -------------------------------------------------------------------------
+
+    def _arm_presence(self) -> None:
+        inst = self._installed
+        acct = self._account_id
+        if inst is None or not acct:
+            return
+        heartbeats = self._heartbeats
+
+        async def on_beat(msg: Any) -> None:
+            handle = presence_handle(msg.subject)
+            if not handle or heartbeats is None:
+                return
+            payload = decode_payload(msg.data)
+            if payload is None:
+                return
+            try:
+                heartbeats.tell(Beat(handle=handle, account_id=acct, payload=payload,
+                                     arrived_at=time.time()))
+            except pykka.ActorDeadError:
+                pass
+
+        try:
+            sub = self._loop.run(inst.nc.subscribe(names.presence_wildcard(acct), cb=on_beat), JS_TIMEOUT)
+            inst.subs.append(sub)
+            self._presence_account = acct
+        except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+            self._record("warn", caller="subscribePresence", nc_id=inst.nc_id, reason=str(exc))
+
+    # --- in-place rotation (daemon.md §5.9) -----------------------------------------------
+
+    def _rotate_in_place(self) -> None:
+        snap = self._snapshot
+        inst = self._installed
+        if snap is None:
+            return
+        if inst is None or not inst.nc.is_connected:
+            self._fallback_rebuild()
+            return
+        wait = self._last_rotation_at + ROTATE_SPACING - time.monotonic()
+        if wait > 0:
+            if not self._rotation_pending:
+                self._rotation_pending = True
+                timer = threading.Timer(wait, self._tell_self, args=(RotationDue(),))
+                timer.daemon = True
+                timer.start()
+            return
+        self._record("rotate", caller="OnRefreshed-callback", nc_id=inst.nc_id, jwt_exp=snap.exp,
+                     reason="in-place reconnect")
+        self._last_rotation_at = time.monotonic()
+        self._rotating_nc_id = inst.nc_id
+        try:
+            ok = self._loop.run(self._force_reconnect(inst), ROTATE_WAIT + 1.0)
+        except Exception:  # noqa: BLE001 - a failed rotation falls back to a rebuild
+            logger.warning("in-place rotation of %s failed", inst.nc_id, exc_info=True)
+            ok = False
+        finally:
+            self._rotating_nc_id = ""
+        if ok and self._installed is inst:
+            inst.exp, inst.gen = snap.exp, snap.generation
+            self._publish()
+            return
+        self._fallback_rebuild()
+
+    async def _force_reconnect(self, inst: _Installed) -> bool:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._rotation_waiters[inst.nc_id] = waiter
+        try:
+            await inst.nc.force_reconnect()
+            return await asyncio.wait_for(waiter, ROTATE_WAIT)
+        except TimeoutError:
+            return False
+        finally:
+            self._rotation_waiters.pop(inst.nc_id, None)
+
+    def _fallback_rebuild(self) -> None:
+        try:
+            self.rebuild("OnRefreshed-callback")
+        except errors.PpzError as exc:
+            logger.warning("rebuild after refresh failed: %s", exc.message)
+
+    # --- failure report (daemon.md §6) ------------------------------------------------------
+
+    def report_failure(self, cause: str) -> None:
+        """A JetStream request timed out on a nominally connected connection: probe it."""
+        inst = self._installed
+        if self._probe_in_flight or inst is None:
+            return
+        self._probe_in_flight = True
+        nc_id = inst.nc_id
+        nc = inst.nc
+
+        async def probe() -> None:
+            error = ""
+            try:
+                await nc.jetstream(timeout=PROBE_TIMEOUT).account_info()
+            except Exception as exc:  # noqa: BLE001 - any failure fails the probe
+                error = str(exc) or type(exc).__name__
+            self._tell_self(ProbeFinished(nc_id=nc_id, cause=cause, error=error))
+
+        self._loop.submit(probe())
+
+    def _on_probe_finished(self, msg: ProbeFinished) -> None:
+        self._probe_in_flight = False
+        if not msg.error:
+            self._record("warn", caller="reportNATSFailure", nc_id=msg.nc_id,
+                         reason=f"kept connection: probe passed after {msg.cause}")
+            return
+        self._record("force_close", caller="reportNATSFailure", nc_id=msg.nc_id,
+                     reason=f"{msg.cause}; probe: {msg.error}")
+        inst = self._installed
+        if inst is not None and inst.nc_id == msg.nc_id:
+            self._loop.submit(self._close_quietly(inst.nc))
+            self._kick_connect()
+
+
+def presence_handle(subject: str) -> str:
+    """The handle of a presence subject ``<acct>._presence[.<m>…].<handle>``, or ``""``."""
+    tokens = subject.split(".")
+    if len(tokens) < 3 or tokens[1] != "_presence" or not names.is_uuid(tokens[0]):
+        return ""
+    return tokens[-1]
+
+
+def decode_payload(data: bytes) -> str | None:
+    """The envelope payload of a message body, or None when it is undecodable."""
+    try:
+        return Envelope.decode(data).payload
+    except Exception:  # noqa: BLE001 - undecodable beats are ignored
+        return None
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """JetStream *transport* class: connection closed, no servers, request timeout."""
+    return isinstance(
+        exc,
+        (
+            nats.errors.ConnectionClosedError,
+            nats.errors.NoServersError,
+            nats.errors.TimeoutError,
+            nats.errors.ConnectionDrainingError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.StaleConnectionError,
+            TimeoutError,
+            asyncio.TimeoutError,
+        ),
+    )
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (nats.errors.TimeoutError, TimeoutError, asyncio.TimeoutError))

@@ -1,0 +1,364 @@
+"""StateActor: the credential, per-session state, caches, login check and reloads.
+
+It owns everything ``spec/home.md`` puts on disk except cursors and the event log: the
+credential, session → current handle, session → namespace, the three source caches, the
+login check, and the 50 ms poller / SIGHUP reload (all-or-nothing). When the identity
+changes or disappears it *tells* the refresh loop, the connection owner and the heartbeat
+cache; it never asks them, so no ask can come back to it in a cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from ppz import errors, home, names
+from ppz.home import Credentials, Home, LoadedState
+from ppz.messages import LoginChecked, Poll, Reload, SourcesListed
+from ppz.published import Published
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SESSION = "default"
+# Never equal to a real pair of file signatures, so the poller's next tick reloads.
+_FORGOTTEN: tuple[Any, Any] = ("forgotten", "forgotten")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateView:
+    """Immutable snapshot of the identity, published for request threads."""
+
+    creds: Credentials | None = None
+    login_check: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionView:
+    """One session's current handle and namespace."""
+
+    current: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompletionFlight:
+    """One cold load of the completion snapshot (ipc.md §7.21), shared by every caller that
+    found the snapshot cold while it runs. ``creds`` is the credential to load with; ``result``
+    resolves to the snapshot, or to None when the load failed (the reply is then stale)."""
+
+    creds: Credentials
+    result: Future[Mapping[str, tuple[str, ...]] | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompletionClaim:
+    """What :meth:`StateActor.claim_completion` hands a ``Complete`` caller: the warm
+    ``snapshot``; or the ``flight`` to wait on, which exactly one caller (``loader``) runs and
+    ends with :meth:`StateActor.finish_completion_load`; or neither when logged out."""
+
+    snapshot: Mapping[str, tuple[str, ...]] | None = None
+    flight: CompletionFlight | None = None
+    loader: bool = False
+
+
+def _identity(creds: Credentials | None) -> tuple[str, str, str] | None:
+    return None if creds is None else (creds.url, creds.api_key, creds.account_id)
+
+
+@dataclass(slots=True)
+class _Peers:
+    refresh: Any = None
+    nats: Any = None
+    heartbeats: Any = None
+    kick_connect: Callable[[], None] = field(default=lambda: None)
+    on_logged_out: Callable[[], None] = field(default=lambda: None)
+
+
+def session_key(session: str) -> str:
+    """An empty session means ``default``."""
+    return session or DEFAULT_SESSION
+
+
+class StateActor(pykka.ThreadingActor):
+    """Owns the identity and per-session state; see the module docstring."""
+
+    use_daemon_thread = True
+
+    def __init__(self, *, home_: Home, loaded: LoadedState, view_box: Published[StateView]) -> None:
+        super().__init__()
+        self._home = home_
+        self._view_box = view_box
+        self._peers = _Peers()
+        self._creds: Credentials | None = None
+        self._current: dict[str, str] = {}
+        self._namespace: dict[str, str] = {}
+        self._legacy_pending = False
+        self._login_check = ""
+        self._reset_caches()
+        self._apply_loaded(loaded)
+        self._signatures = self._read_signatures()
+        self._reported_errors: set[str] = set()
+
+    def connect_peers(self, *, refresh: Any, nats: Any, heartbeats: Any,
+                      kick_connect: Callable[[], None], on_logged_out: Callable[[], None]) -> None:
+        """Wire the peers this actor tells about identity changes (set once, at start)."""
+        self._peers = _Peers(refresh=refresh, nats=nats, heartbeats=heartbeats,
+                             kick_connect=kick_connect, on_logged_out=on_logged_out)
+
+    # --- views ------------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        self._view_box.value = StateView(creds=self._creds, login_check=self._login_check)
+
+    def view(self) -> StateView:
+        return self._view_box.value
+
+    def session(self, session: str) -> SessionView:
+        key = session_key(session)
+        return SessionView(current=self._current.get(key, ""), namespace=self._namespace.get(key, ""))
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def _apply_loaded(self, loaded: LoadedState) -> None:
+        self._creds = loaded.credentials
+        self._current = dict(loaded.current)
+        self._namespace = dict(loaded.namespace)
+        self._legacy_pending = loaded.legacy_current_migrated
+        self._publish()
+
+    def _read_signatures(self) -> tuple[Any, Any]:
+        return (home.file_signature(self._home.credentials), home.file_signature(self._home.current_json))
+
+    def _note_own_write(self) -> None:
+        self._signatures = self._read_signatures()
+
+    def _reset_caches(self) -> None:
+        self._known: set[str] = set()
+        self._manifolds: dict[str, str] = {}
+        self._completion: dict[str, tuple[str, ...]] = {}
+        self._completion_loaded = False
+
+    # --- inbox -----------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Poll():
+                if self._read_signatures() != self._signatures:
+                    self._reload()
+            case Reload():
+                self._reload()
+            case LoginChecked(value=value):
+                if self._creds is not None:
+                    self._login_check = value
+                    self._publish()
+            case SourcesListed(sources=sources):
+                self._sources_listed(sources)
+            case _:
+                logger.warning("StateActor: unexpected message %r", message)
+        return None
+
+    # --- reload (home.md §5) ---------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        try:
+            loaded = home.load_state(self._home)
+        except home.StateFileError as exc:
+            text = str(exc)
+            if text not in self._reported_errors:
+                self._reported_errors.add(text)
+                logger.error("reload abandoned: %s", text)
+            self._signatures = _FORGOTTEN  # the next tick retries
+            return
+        self._reported_errors.clear()
+        before = self._creds
+        self._apply_loaded(loaded)
+        self._signatures = self._read_signatures()
+        self._reset_caches()
+        self._login_check = ""
+        self._publish()
+        after = self._creds
+        p = self._peers
+        if after is None:
+            if before is not None:
+                logger.info("credentials gone: logged out")
+            p.refresh.stop_loop()
+            p.nats.forget()
+            p.heartbeats.clear()
+            p.nats.swap_to_nothing("watchState-creds-gone")
+            p.on_logged_out()
+        elif before is None or (before.url, before.api_key, before.account_id) != (
+            after.url, after.api_key, after.account_id,
+        ):
+            logger.info("identity changed on disk: reconnecting")
+            p.refresh.stop_loop()
+            p.nats.forget()
+            p.heartbeats.drop_other_accounts(after.account_id)
+            p.nats.swap_to_nothing("watchState-creds-changed")
+            p.kick_connect()
+
+    # --- login / logout / persistence -------------------------------------------------------------
+
+    def install_login(self, creds: Credentials) -> str:
+        """Persist and install a fresh login; returns the previous account id.
+
+        Raises E_INTERNAL (and changes nothing) when the credential cannot be written.
+        """
+        try:
+            home.write_credentials(self._home.credentials, creds)
+        except OSError as exc:
+            raise errors.PpzError(errors.E_INTERNAL, f"cannot write credentials: {exc}") from None
+        previous = self._creds.account_id if self._creds else ""
+        self._creds = creds
+        self._note_own_write()
+        self._reset_caches()
+        self._login_check = "ok"
+        self._publish()
+        return previous
+
+    def persist_credentials(self, creds: Credentials) -> str:
+        """Write a rotated or adopted credential (refresh, cold exchange) without resetting caches.
+
+        Returns "" on success, else the error text (the caller records it).
+        """
+        if self._creds is None or (self._creds.url, self._creds.api_key) != (creds.url, creds.api_key):
+            return "identity changed meanwhile"
+        self._creds = creds
+        self._publish()
+        try:
+            home.write_credentials(self._home.credentials, creds)
+        except OSError as exc:
+            return str(exc)
+        finally:
+            self._note_own_write()
+        return ""
+
+    def logout(self) -> list[str]:
+        """Delete the logout files and clear the in-memory identity; returns removal errors."""
+        problems = home.remove_logout_files(self._home)
+        self._creds = None
+        self._current.clear()
+        self._legacy_pending = False
+        self._reset_caches()
+        self._login_check = ""
+        self._note_own_write()
+        self._publish()
+        return problems
+
+    def set_login_check(self, value: str) -> None:
+        if self._creds is not None:
+            self._login_check = value
+            self._publish()
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def set_current(self, session: str, handle: str) -> None:
+        """Set (or clear with "") a session's current handle, written through. E_INTERNAL on failure."""
+        key = session_key(session)
+        updated = dict(self._current)
+        if handle:
+            updated[key] = handle
+        else:
+            updated.pop(key, None)
+        self._write_current(updated)
+
+    def clear_current_everywhere(self, handle: str) -> None:
+        updated = {k: v for k, v in self._current.items() if v != handle}
+        if updated != self._current:
+            self._write_current(updated)
+
+    def _write_current(self, updated: dict[str, str]) -> None:
+        try:
+            home.write_current(self._home, updated)
+        except OSError as exc:
+            raise errors.PpzError(errors.E_INTERNAL, f"cannot write current.json: {exc}") from None
+        finally:
+            self._note_own_write()
+        self._current = updated
+        self._legacy_pending = False
+
+    def set_namespace(self, session: str, namespace: str) -> None:
+        key = session_key(session)
+        updated = dict(self._namespace)
+        if namespace:
+            updated[key] = namespace
+        else:
+            updated.pop(key, None)
+        try:
+            home.write_session_map(self._home.namespace_json, updated)
+        except OSError as exc:
+            raise errors.PpzError(errors.E_INTERNAL, f"cannot write namespace.json: {exc}") from None
+        self._namespace = updated
+
+    # --- source caches ------------------------------------------------------------------------
+
+    def _sources_listed(self, sources: tuple[Any, ...]) -> None:
+        self._known = {s.handle for s in sources}
+        self._manifolds = {s.handle: s.manifold for s in sources if s.manifold}
+        self._completion = {
+            s.handle: tuple(sorted(set(names.auto_pipes(s.kind)) | set(s.pipes))) for s in sources
+        }
+        self._completion_loaded = True
+
+    def remember(self, handle: str, manifold: str, kind: str = "") -> None:
+        self._known.add(handle)
+        if manifold:
+            self._manifolds[handle] = manifold
+        else:
+            self._manifolds.pop(handle, None)
+        if self._completion_loaded and kind:
+            existing = set(self._completion.get(handle, ()))
+            self._completion[handle] = tuple(sorted(existing | set(names.auto_pipes(kind))))
+
+    def forget_handle(self, handle: str) -> None:
+        self._known.discard(handle)
+        self._manifolds.pop(handle, None)
+        self._completion.pop(handle, None)
+
+    def is_known(self, handle: str) -> bool:
+        return handle in self._known
+
+    def manifold(self, handle: str) -> str:
+        return self._manifolds.get(handle, "")
+
+    def completion(self) -> dict[str, tuple[str, ...]] | None:
+        """The completion snapshot, or None while it is cold."""
+        return dict(self._completion) if self._completion_loaded else None
+
+    def remember_known(self, handle: str) -> None:
+        """Connect to an existing source: the handle is known, its manifold and kind are not."""
+        self._known.add(handle)
+
+    # --- completion single-flight (ipc.md §7.21) ------------------------------------------------
+
+    _completion_flight: CompletionFlight | None = None  # the cold load in progress, if any
+
+    def claim_completion(self) -> CompletionClaim:
+        """Warm → the snapshot. Cold → the load in flight for this credential, or a new one
+        whose loader is this caller. Decided here, in the mailbox: no lock, one request."""
+        if self._creds is None:
+            return CompletionClaim()
+        snapshot = self.completion()
+        if snapshot is not None:
+            return CompletionClaim(snapshot=snapshot)
+        flight = self._completion_flight
+        if flight is not None and _identity(flight.creds) == _identity(self._creds):
+            return CompletionClaim(flight=flight)
+        flight = CompletionFlight(creds=self._creds, result=Future())
+        self._completion_flight = flight
+        return CompletionClaim(flight=flight, loader=True)
+
+    def finish_completion_load(self, flight: CompletionFlight, sources: tuple[Any, ...] | None) -> None:
+        """End ``flight``: a successful listing (``sources``) replaces the caches when the identity
+        is unchanged; every waiter gets the snapshot, or None (stale) when it is still cold."""
+        if self._completion_flight is flight:
+            self._completion_flight = None
+        same_identity = _identity(flight.creds) == _identity(self._creds)
+        if sources is not None and same_identity:
+            self._sources_listed(sources)
+        if not flight.result.done():
+            flight.result.set_result(self.completion() if same_identity else None)

@@ -1,0 +1,189 @@
+"""IPC verb handlers (spec/ipc.md §7) and the dispatch table.
+
+Each handler takes the :class:`System` and the typed params and returns the ``result``
+object, or raises ``PpzError``. Streaming handlers (``Read``) also get the connection and
+write their own events. Handlers run on the connection's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ppz import errors, handlers_messaging, handlers_sources
+from ppz.eventlog import detect_patterns, drops_last_hour, state_since
+from ppz.home import Credentials
+from ppz.system import System, list_sources
+from ppz.timestamps import format_rfc3339
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[System, dict[str, Any]], dict[str, Any]]
+StreamHandler = Callable[[System, dict[str, Any], socket.socket], None]
+
+
+# --- Status (ipc.md §7.1) -----------------------------------------------------------------------
+
+
+def status(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+    view = sys.state_box.value
+    creds = view.creds
+    reply: dict[str, Any] = {
+        "daemon_pid": sys.pid,
+        "daemon_version": sys.version,
+        "logged_in": creds is not None,
+        "current_path": os.path.abspath(sys.home.current_json),
+    }
+    if creds is not None:
+        for key in ("url", "account_id", "account_name"):
+            if getattr(creds, key):
+                reply[key] = getattr(creds, key)
+        reply["key_prefix"] = creds.key_prefix
+        login_check = view.login_check
+        if not login_check:
+            login_check = probe_login(sys, creds)
+        if login_check:
+            reply["login_check"] = login_check
+        refreshed = sys.refresh_box.value.last_refresh_at
+        if refreshed:
+            reply["last_token_refresh_at"] = format_rfc3339(refreshed)
+        session = sys.state.session(p["session"]).get()
+        if session.current:
+            reply["current"] = session.current
+        if session.namespace:
+            reply["current_namespace"] = session.namespace
+    nats_state = sys.nats_box.value.state()
+    if nats_state:
+        reply["nats_state"] = nats_state
+        since = state_since(sys.nats.events().get(), nats_state)
+        if since is not None:
+            reply["nats_state_since"] = since.at
+            reply["nats_state_entry"] = since.type
+    return reply
+
+
+def probe_login(sys: System, creds: Credentials) -> str:
+    """Status's login probe: ``ok``, ``invalid``, or "" when the server could not say."""
+    try:
+        list_sources(sys, creds)
+    except errors.PpzError as exc:
+        return "invalid" if exc.code == errors.E_INVALID_API_KEY else ""
+    return "ok"
+
+
+# --- Login / Logout (ipc.md §7.2, §7.3) ----------------------------------------------------------
+
+
+def key_prefix(api_key: str) -> str:
+    return Credentials(url="", api_key=api_key).key_prefix
+
+
+def login(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+    url, api_key = p["url"], p["api_key"]
+    reply = sys.server.exchange(url, api_key, p["account_id"])  # any failure: nothing touched
+    creds = Credentials(
+        url=url,
+        api_key=api_key,
+        account_id=reply.account_id,
+        account_name=reply.account_name,
+        nats_user_jwt=reply.nats_user_jwt,
+        nats_user_seed=reply.nats_user_seed,
+    )
+    previous_account = sys.state.install_login(creds).get()
+    sys.nats.set_target(reply.nats_url, reply.account_id).get()
+    sys.refresh.start_loop(creds, reply).get()
+    try:
+        sys.nats.rebuild("handleLogin").get()
+    except errors.PpzError as exc:
+        logger.warning("login: NATS dial failed (%s); connecting in the background", exc.message)
+        sys.nats.swap_to_nothing("handleLogin").get()
+        sys.kick_connect()
+    if previous_account and previous_account != reply.account_id:
+        sys.heartbeats.drop_other_accounts(reply.account_id).get()
+    return {"url": url, "key_prefix": creds.key_prefix, "account_id": reply.account_id}
+
+
+def logout(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+    sys.refresh.stop_loop().get()
+    sys.nats.forget().get()
+    problems = sys.state.logout().get()
+    sys.heartbeats.clear().get()
+    sys.nats.swap_to_nothing("handleLogout").get()
+    if problems:
+        raise errors.PpzError(errors.E_INTERNAL, "; ".join(problems))
+    return {}
+
+
+# --- Diag and Who (ipc.md §7.19, §7.20) ------------------------------------------------------------
+
+
+def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+    """Works logged out and without NATS: everything comes from memory and the log files."""
+    ring = sys.nats.events().get()
+    log = sys.nats.event_log().get()
+    since_unix = p["since_unix"]
+    events = log.since(float(since_unix)) if since_unix > 0 else ring
+    view = sys.nats_box.value
+    nats_state = view.state()
+    summary: dict[str, Any] = {}
+    if nats_state:
+        summary["state"] = nats_state
+        since = state_since(ring, nats_state)
+        if since is not None:
+            summary["state_since"] = since.at
+    if view.url:
+        summary["url"] = view.url
+    refresh = sys.refresh_box.value
+    if refresh.last_refresh_at:
+        summary["refresh_last_at"] = format_rfc3339(refresh.last_refresh_at)
+    if refresh.exchanged and refresh.exp:
+        summary["refresh_next_due_at"] = format_rfc3339(refresh.exp - refresh.lead)
+    reply: dict[str, Any] = {
+        "summary": summary,
+        "patterns": detect_patterns(events),
+        "nats_drops_last_hour": drops_last_hour(ring, time.time()),
+        "nats_events": [e.to_json() for e in events],
+        "on_disk_count": log.on_disk_count(),
+    }
+    if nats_state:
+        reply["nats_state"] = nats_state
+    return reply
+
+
+def who(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+    creds = sys.creds()
+    if creds is None or not creds.account_id:
+        return {"entries": []}
+    rows = sys.heartbeats.snapshot(creds.account_id).get()
+    owners: dict[str, str] = {}
+    if rows:
+        try:
+            owners = {s.handle: s.created_by for s in list_sources(sys, creds)}
+        except errors.PpzError:
+            owners = {}
+    entries = []
+    for row in rows:
+        entry: dict[str, Any] = {"handle": row.handle}
+        if owners.get(row.handle):
+            entry["owner"] = owners[row.handle]
+        entry["payload"] = row.payload
+        entry["arrived_at"] = format_rfc3339(row.arrived_at, micro=True)
+        entries.append(entry)
+    return {"entries": entries}
+
+
+HANDLERS: dict[str, Handler] = {
+    "Status": status,
+    "Login": login,
+    "Logout": logout,
+    "Diag": diag,
+    "Who": who,
+    **handlers_sources.HANDLERS,
+    **handlers_messaging.HANDLERS,
+}
+
+STREAM_HANDLERS: dict[str, StreamHandler] = {**handlers_messaging.STREAM_HANDLERS}

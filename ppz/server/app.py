@@ -1,0 +1,128 @@
+"""``ppz-server serve``: start-up, serving and shutdown of the reference server
+(spec/server-api.md §5.3, §6)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import signal
+import time
+from types import FrameType
+
+import ppz
+from ppz.server.apikeys import KeyVerifier
+from ppz.server.httpapi import ApiServer
+from ppz.server.natsctl import NatsControl
+from ppz.server.natsproc import NatsServerProcess
+from ppz.server.service import ControlPlane
+from ppz.server.settings import Settings, connect_host, prepare_data_dir
+from ppz.server.store import Store
+from ppz.server.tenants import Tenants
+from ppz.server.trust import load_or_create_trust
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "ppz-server.db"
+TRUST_NAME = "trust.json"
+
+
+def server_version() -> str:
+    version = getattr(ppz, "__version__", None)
+    if isinstance(version, str) and version:
+        return version
+    try:
+        return importlib.metadata.version("ppz")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Shutdown(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT, so start-up or serving unwinds through
+    the ``finally`` that stops the NATS child."""
+
+
+def _install_signal_handlers() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # Only the first signal unwinds; a second one must not interrupt the cleanup.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Shutdown(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT. Returns the exit status."""
+    store: Store | None = None
+    child: NatsServerProcess | None = None
+    control: NatsControl | None = None
+    http: ApiServer | None = None
+    try:
+        _install_signal_handlers()
+        prepare_data_dir(settings.data_dir)
+        store = Store(settings.data_dir / DB_NAME)
+        trust = load_or_create_trust(settings.data_dir / TRUST_NAME, int(time.time()))
+        child = NatsServerProcess(
+            binary=settings.nats_server_bin,
+            data_dir=settings.data_dir,
+            host=settings.nats_host,
+            port=settings.nats_port,
+            trust=trust,
+        )
+        child.start()
+        control = NatsControl(settings.nats_connect_url)
+        control.start()
+        control.run(control.connect_system(trust.system_user_jwt, trust.system_user_seed))
+        tenants = Tenants(store=store, trust=trust, nats=control, replicas=settings.stream_replicas)
+        control.on_system_reconnected = tenants.repush_all
+        pushed = tenants.push_all()
+        logger.info("published %d tenant account(s)", pushed)
+        plane = ControlPlane(
+            store=store,
+            tenants=tenants,
+            verifier=KeyVerifier(store),
+            jwt_ttl=settings.jwt_ttl,
+            nats_public_url=settings.nats_public_url,
+            nats_port=settings.nats_port,
+            default_nats_host=connect_host(settings.nats_host),
+        )
+        http = ApiServer(settings.http_host, settings.http_port, plane, server_version())
+        http.serve_in_thread()
+        logger.info(
+            "ppz-server %s serving HTTP on %s:%d, NATS on %s:%d (data %s)",
+            server_version(),
+            settings.http_host,
+            http.server_address[1],
+            settings.nats_host,
+            settings.nats_port,
+            settings.data_dir,
+        )
+        while True:
+            time.sleep(3600)
+    except Shutdown as exc:
+        logger.info("%s received; shutting down", exc)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - start-up failure: report, clean up, exit 1
+        logger.error("ppz-server failed: %s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+        return 1
+    finally:
+        _shutdown(http, control, child, store)
+
+
+def _shutdown(
+    http: ApiServer | None, control: NatsControl | None, child: NatsServerProcess | None, store: Store | None
+) -> None:
+    for step in (
+        http.shutdown if http else None,
+        http.server_close if http else None,
+        control.close if control else None,
+        child.stop if child else None,
+        store.close if store else None,
+    ):
+        if step is None:
+            continue
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - keep stopping the rest, above all the child
+            logger.exception("shutdown step failed")

@@ -1,0 +1,251 @@
+"""The server's NATS connections, on one asyncio loop thread (spec/server-api.md §5.2–5.4).
+
+One connection as the system-account user (claims pushes) and one per tenant as its server user
+(JetStream stream management). HTTP threads run coroutines here with :meth:`NatsControl.run`.
+Every connection reconnects forever, so a restarted ``nats-server`` child is picked up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from ppz.server import natsjwt
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+REQUEST_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 5.0
+RECONNECT_WAIT = 0.1
+PROBE_SECONDS = 5.0
+PROBE_INTERVAL = 0.1
+JS_STREAM_NAME_IN_USE = 10058
+JS_STREAM_NOT_FOUND = 10059
+
+
+class NatsControlError(RuntimeError):
+    """A NATS operation of the server failed."""
+
+
+class JetStreamApiError(NatsControlError):
+    """An error reply of the JetStream API."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"{description} (status {code}, err_code {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+def _credential_callbacks(user_jwt: str, seed: str) -> dict[str, Any]:
+    def jwt_cb() -> bytes:
+        return user_jwt.encode()
+
+    def signature_cb(nonce: str) -> bytes:
+        return base64.b64encode(natsjwt.sign(seed, nonce.encode()))
+
+    return {"user_jwt_cb": jwt_cb, "signature_cb": signature_cb}
+
+
+class NatsControl:
+    """Owns the event loop thread and the server's NATS connections."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
+        self._system: NATS | None = None
+        self._tenants: dict[str, NATS] = {}
+        self._push_locks: dict[str, asyncio.Lock] = {}
+        self.on_system_reconnected: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+    # --- loop plumbing ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = REQUEST_TIMEOUT * 2) -> T:
+        """Run ``coro`` on the loop thread and wait for its result (thread-safe)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise NatsControlError(f"NATS operation timed out after {timeout:.0f}s") from None
+        except (nats.errors.Error, TimeoutError, ConnectionError) as exc:
+            raise NatsControlError(f"NATS operation failed: {exc!r}") from exc
+
+    def close(self) -> None:
+        """Close every connection and stop the loop thread."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self.run(self._close_all(), timeout=5.0)
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            logger.warning("closing NATS connections failed", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _close_all(self) -> None:
+        conns = [c for c in [self._system, *self._tenants.values()] if c is not None]
+        self._system = None
+        self._tenants.clear()
+        for nc in conns:
+            try:
+                await asyncio.wait_for(nc.close(), 2.0)
+            except Exception:  # noqa: BLE001
+                logger.debug("close failed", exc_info=True)
+
+    # --- connections -----------------------------------------------------------------------
+
+    async def _connect(
+        self,
+        name: str,
+        user_jwt: str,
+        seed: str,
+        on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> NATS:
+        async def error_cb(exc: Exception) -> None:
+            logger.debug("nats connection %s: %s", name, exc)
+
+        async def disconnected_cb() -> None:
+            logger.info("nats connection %s disconnected", name)
+
+        async def reconnected_cb() -> None:
+            logger.info("nats connection %s reconnected", name)
+            if on_reconnect is not None:
+                asyncio.get_running_loop().create_task(on_reconnect())
+
+        nc = NATS()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    self.url,
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                    connect_timeout=2,
+                    error_cb=error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                    **_credential_callbacks(user_jwt, seed),
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except BaseException:
+            try:
+                await asyncio.wait_for(nc.close(), 1.0)
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        return nc
+
+    async def connect_system(self, user_jwt: str, seed: str) -> None:
+        """Connect as the system-account user (claims pushes)."""
+
+        async def reconnected() -> None:
+            if self.on_system_reconnected is not None:
+                await self.on_system_reconnected()
+
+        self._system = await self._connect("ppz-server-system", user_jwt, seed, reconnected)
+
+    async def connect_tenant(self, account_id: str, name: str, user_jwt: str, seed: str) -> None:
+        """Connect (or reconnect) as a tenant's server user."""
+        nc = await self._connect(name, user_jwt, seed)
+        old = self._tenants.pop(account_id, None)
+        self._tenants[account_id] = nc
+        if old is not None:
+            await old.close()
+
+    # --- account claims --------------------------------------------------------------------
+
+    async def push_account(self, account_key: str, account_jwt: str) -> None:
+        """Publish an account JWT on ``$SYS.REQ.CLAIMS.UPDATE``; pushes of one account are
+        serialised, because the NATS server keeps the last one it receives."""
+        if self._system is None:
+            raise NatsControlError("no system connection")
+        lock = self._push_locks.setdefault(account_key, asyncio.Lock())
+        async with lock:
+            msg = await self._system.request(
+                "$SYS.REQ.CLAIMS.UPDATE", account_jwt.encode(), timeout=REQUEST_TIMEOUT
+            )
+        reply = json.loads(msg.data or b"{}")
+        error = reply.get("error")
+        data = reply.get("data") or {}
+        if error or data.get("code") != 200:
+            raise NatsControlError(f"account {account_key} refused: {error or data}")
+
+    # --- JetStream -------------------------------------------------------------------------
+
+    async def js_request(
+        self, account_id: str, api: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One ``$JS.API.<api>`` request as the tenant's server user."""
+        nc = self._tenants.get(account_id)
+        if nc is None:
+            raise NatsControlError(f"no NATS connection for account {account_id}")
+        payload = json.dumps(body).encode() if body is not None else b""
+        try:
+            msg = await nc.request(f"$JS.API.{api}", payload, timeout=REQUEST_TIMEOUT)
+        except nats.errors.NoRespondersError:
+            raise NatsControlError(f"JetStream did not answer $JS.API.{api} (no responders)") from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise NatsControlError(f"JetStream request $JS.API.{api} timed out") from None
+        reply = json.loads(msg.data or b"{}")
+        error = reply.get("error")
+        if error:
+            raise JetStreamApiError(
+                int(error.get("code", 0)), int(error.get("err_code", 0)), str(error.get("description", ""))
+            )
+        return reply
+
+    async def probe(self, account_id: str, seconds: float = PROBE_SECONDS) -> None:
+        """Retry ``$JS.API.INFO`` until JetStream answers for the account, up to ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            try:
+                await self.js_request(account_id, "INFO")
+                return
+            except NatsControlError as exc:
+                if loop.time() + PROBE_INTERVAL >= deadline:
+                    raise NatsControlError(f"JetStream not ready for account {account_id}: {exc}") from exc
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    async def upsert_stream(self, account_id: str, config: dict[str, Any]) -> None:
+        """Create the stream, or update it when it exists with another configuration."""
+        name = config["name"]
+        try:
+            await self.js_request(account_id, f"STREAM.CREATE.{name}", config)
+        except JetStreamApiError as exc:
+            if exc.err_code != JS_STREAM_NAME_IN_USE:
+                raise
+            await self.js_request(account_id, f"STREAM.UPDATE.{name}", config)
+
+    async def delete_stream(self, account_id: str, name: str) -> bool:
+        """Delete a stream; False when it did not exist."""
+        try:
+            await self.js_request(account_id, f"STREAM.DELETE.{name}")
+        except JetStreamApiError as exc:
+            if exc.err_code == JS_STREAM_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def gather(self, coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+        """Run coroutines concurrently; exceptions are returned, not raised."""
+        return await asyncio.gather(*coros, return_exceptions=True)

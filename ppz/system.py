@@ -1,0 +1,120 @@
+"""The running daemon as request handlers see it, and ensure-NATS (spec/daemon.md §4).
+
+:class:`System` bundles the actor proxies, the published snapshots and the HTTP client.
+Request handlers run on their own threads and orchestrate: they ask actors, call the server
+and run JetStream coroutines on the connection's loop. Actors never ask "up" into a handler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ppz import __version__, errors
+from ppz.actors.nats import ConnView
+from ppz.actors.state import StateView
+from ppz.home import Credentials, Home
+from ppz.messages import RefreshView, SourcesListed
+from ppz.published import Published
+from ppz.serverclient import ServerClient, SourceInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class System:
+    """Everything a request handler needs; built once by ``bootstrap``."""
+
+    home: Home
+    state: Any
+    refresh: Any
+    nats: Any
+    heartbeats: Any
+    follows: Any
+    kick_connect: Callable[[], None]
+    server: ServerClient
+    state_box: Published[StateView]
+    refresh_box: Published[RefreshView]
+    nats_box: Published[ConnView]
+    pid: int = os.getpid()
+    version: str = __version__
+
+    def creds(self) -> Credentials | None:
+        return self.state_box.value.creds
+
+    def require_login(self) -> Credentials:
+        """The login gate (ipc.md §6)."""
+        creds = self.state_box.value.creds
+        if creds is None:
+            raise errors.PpzError(errors.E_NOT_LOGGED_IN)
+        return creds
+
+
+def fresh_connection(sys: System) -> ConnView | None:
+    """The installed connection when ensure-NATS would be a no-op, read without any ask."""
+    refresh = sys.refresh_box.value
+    view = sys.nats_box.value
+    nc = view.nc
+    if (
+        nc is not None
+        and refresh.exchanged
+        and nc.is_connected
+        and (view.dialled_exp, view.dialled_gen) == (refresh.exp, refresh.generation)
+        and not refresh.due(time.time())
+    ):
+        return view
+    return None
+
+
+def ensure_nats(sys: System) -> ConnView:
+    """daemon.md §4: credential → bootstrap (cold exchange or refresh-if-due) → rebuild.
+
+    Returns the connection view (whose ``nc`` may be None when the server gave no NATS URL);
+    raises the typed error unchanged, anything untyped as ``E_NATS_UNREACHABLE``.
+    """
+    creds = sys.require_login()
+    view = fresh_connection(sys)
+    if view is not None:
+        return view
+    try:
+        sys.refresh.bootstrap(creds).get()
+        sys.nats.rebuild("ensureNATS").get()
+    except errors.PpzError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untyped failures become E_NATS_UNREACHABLE
+        logger.warning("ensure-NATS failed: %s", exc)
+        raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
+    return sys.nats_box.value
+
+
+def require_connection(sys: System) -> ConnView:
+    """"Requires NATS": ensure-NATS, then insist on an installed connection."""
+    view = ensure_nats(sys)
+    if view.nc is None:
+        raise view.unusable()
+    return view
+
+
+def connect_attempt(sys: System) -> bool:
+    """One round of the background connect loop; True ends the loop (daemon.md §5.5)."""
+    if sys.creds() is None:
+        return True
+    try:
+        view = ensure_nats(sys)
+    except errors.PpzError as exc:
+        if exc.code in (errors.E_INVALID_API_KEY, errors.E_NOT_LOGGED_IN):
+            return True
+        logger.info("connect loop: %s: %s", exc.code, exc.message)
+        return False
+    return not view.url or view.state() == "connected"
+
+
+def list_sources(sys: System, creds: Credentials) -> list[SourceInfo]:
+    """``GET /api/v1/sources``; a success replaces the three source caches (ipc.md §6)."""
+    sources = sys.server.list_sources(creds)
+    sys.state.actor_ref.tell(SourcesListed(sources=tuple(sources)))
+    return sources

@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint server bench venv clean
+.PHONY: test lint server demo demo-stop bench venv clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,5 +26,12 @@ server: $(STAMP)
 	PPZ_SERVER_DATA=.demo/server PPZ_NATS_SERVER_BIN=$$($(PY) -c 'import ppz.server.natsbin as n; print(n.nats_server_bin())') \
 	  $(VENV)/bin/ppz-server serve
 
+demo: $(STAMP)
+	@scripts/demo.sh
+
+demo-stop:
+	@scripts/demo-stop.sh
+
 clean:
+	-@scripts/demo-stop.sh >/dev/null 2>&1
 	rm -rf $(VENV) .demo

@@ -166,8 +166,8 @@ async def _publish_beats(server: ServerProcess, key: str, subject: str, stop: as
     while not stop.is_set():
         reply = await asyncio.to_thread(client.exchange, server.url, key)
         jwt, seed = reply.nats_user_jwt, reply.nats_user_seed
-        nc = await nats.connect(server.nats_url, user_jwt_cb=lambda: jwt.encode(),
-                                signature_cb=lambda nonce: _sign(seed, nonce))
+        nc = await nats.connect(server.nats_url, user_jwt_cb=lambda jwt=jwt: jwt.encode(),
+                                signature_cb=lambda nonce, seed=seed: _sign(seed, nonce))
         try:
             for _ in range(4):
                 env = new_envelope(sender="probe", payload=json.dumps({"seq": count[0] + 1}))

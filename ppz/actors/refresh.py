@@ -80,7 +80,8 @@ class RefreshActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._cancel_timer()
 
-    on_failure = on_stop  # type: ignore[assignment]
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._cancel_timer()
 
     # --- published view -------------------------------------------------------------
 

@@ -134,8 +134,18 @@ class StateActor(pykka.ThreadingActor):
     def _read_signatures(self) -> tuple[Any, Any]:
         return (home.file_signature(self._home.credentials), home.file_signature(self._home.current_json))
 
-    def _note_own_write(self) -> None:
-        self._signatures = self._read_signatures()
+    def _note_own_write(self, *, credentials: bool = False, current: bool = False) -> None:
+        """Mark our own write of ``credentials`` and/or ``current.json`` as seen.
+
+        Only the file written is refreshed: another process's change to the other file since
+        the last poll must still trigger a reload.
+        """
+        creds_sig, current_sig = self._signatures
+        if credentials:
+            creds_sig = home.file_signature(self._home.credentials)
+        if current:
+            current_sig = home.file_signature(self._home.current_json)
+        self._signatures = (creds_sig, current_sig)
 
     def _reset_caches(self) -> None:
         self._known: set[str] = set()
@@ -214,7 +224,7 @@ class StateActor(pykka.ThreadingActor):
             raise errors.PpzError(errors.E_INTERNAL, f"cannot write credentials: {exc}") from None
         previous = self._creds.account_id if self._creds else ""
         self._creds = creds
-        self._note_own_write()
+        self._note_own_write(credentials=True)
         self._reset_caches()
         self._login_check = "ok"
         self._publish()
@@ -234,7 +244,7 @@ class StateActor(pykka.ThreadingActor):
         except OSError as exc:
             return str(exc)
         finally:
-            self._note_own_write()
+            self._note_own_write(credentials=True)
         return ""
 
     def logout(self) -> list[str]:
@@ -245,7 +255,7 @@ class StateActor(pykka.ThreadingActor):
         self._legacy_pending = False
         self._reset_caches()
         self._login_check = ""
-        self._note_own_write()
+        self._note_own_write(credentials=True, current=True)
         self._publish()
         return problems
 
@@ -277,7 +287,7 @@ class StateActor(pykka.ThreadingActor):
         except OSError as exc:
             raise errors.PpzError(errors.E_INTERNAL, f"cannot write current.json: {exc}") from None
         finally:
-            self._note_own_write()
+            self._note_own_write(current=True)
         self._current = updated
         self._legacy_pending = False
 

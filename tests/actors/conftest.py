@@ -1,0 +1,14 @@
+"""Shared fixture of the actor tests: no actor outlives its test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pykka
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _stop_all_actors() -> Iterator[None]:
+    yield
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)

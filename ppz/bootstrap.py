@@ -186,7 +186,8 @@ class Daemon:
                 pass
 
         nats = NatsActor.start(events=self.events, view_box=nats_box, heartbeats=heartbeats.actor_ref,
-                               kick_connect=kick, nats_url_override=nats_url_override()).proxy()
+                               kick_connect=kick, nats_url_override=nats_url_override(),
+                               refresh_box=refresh_box).proxy()
         refresh = RefreshActor.start(server=server, state=state, nats=nats,
                                      view_box=refresh_box).proxy()
         state.connect_peers(refresh=refresh, nats=nats, heartbeats=heartbeats, kick_connect=kick,

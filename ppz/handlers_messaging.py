@@ -144,6 +144,22 @@ def stamp_heartbeat(sys: System, target: Target, payload: str) -> None:
 # --- Send / SendBatch (ipc.md §7.10, §7.12) ----------------------------------------------------
 
 
+def publish_with_failover(sys: System, view: ConnView, publish: Callable[[Any], Any]) -> None:
+    """Publish on ``view``'s connection; if that connection was swapped out meanwhile, publish
+    once more on the new one. The envelope ids are unchanged, so JetStream's duplicate window
+    stores a message that made it both times only once."""
+    try:
+        view.run(publish(view.client), js.PUBACK_WAIT + 2.0)
+        return
+    except errors.PpzError as exc:
+        if exc.code not in (errors.E_NATS_UNREACHABLE, errors.E_DELIVERY_UNCONFIRMED):
+            raise
+        current = sys.nats_box.value
+        if current.nc is None or current.nc is view.nc or not current.nc.is_connected:
+            raise
+    current.run(publish(current.client), js.PUBACK_WAIT + 2.0)
+
+
 def send(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     if not 0 <= p["priority"] <= 3:
         raise errors.PpzError(errors.E_INVALID_PRIORITY)
@@ -154,10 +170,7 @@ def send(sys: System, p: dict[str, Any]) -> dict[str, Any]:
                        in_reply_to=p["in_reply_to"], ack_requested=p["ack_requested"],
                        priority=p["priority"], test_clock=test_clock())
     data = encode_checked(env)
-    view = target.view
-    if view.nc is None:
-        raise view.unusable()
-    view.run(js.publish(view.nc, target.subject, data, env.id), js.PUBACK_WAIT + 1.0)
+    publish_with_failover(sys, target.view, lambda nc: js.publish(nc, target.subject, data, env.id))
     stamp_heartbeat(sys, target, p["payload"])
     return {"id": env.id, "subject": target.subject, "bytes": len(p["payload"].encode("utf-8", "surrogatepass"))}
 
@@ -170,10 +183,7 @@ def send_batch(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     clock = test_clock()
     envs = [new_envelope(sender=target.sender, payload=payload, test_clock=clock) for payload in payloads]
     items = [(encode_checked(env), env.id) for env in envs]
-    view = target.view
-    if view.nc is None:
-        raise view.unusable()
-    view.run(js.publish_batch(view.nc, target.subject, items), js.PUBACK_WAIT + 2.0)
+    publish_with_failover(sys, target.view, lambda nc: js.publish_batch(nc, target.subject, items))
     stamp_heartbeat(sys, target, payloads[-1])
     return {
         "ids": [env.id for env in envs],

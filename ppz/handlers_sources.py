@@ -26,7 +26,6 @@ Reply = dict[str, Any]
 COMPLETE_WAIT = 15.0
 
 
-
 def _stale() -> Reply:
     """Complete's answer when logged out or when the listing failed (ipc.md §7.21)."""
     return {"sources": [], "stale": True}

@@ -30,6 +30,8 @@ INACTIVE_THRESHOLD_NS = 30 * 1_000_000_000
 FOLLOW_IDLE_HEARTBEAT = 1.0
 STREAM_NOT_FOUND = 10059
 NO_RESPONDERS_RETRY = 0.25
+PUBACK_ATTEMPT = 2.0
+READ_ATTEMPT = 1.5
 
 NOT_FOUND = "not_found"
 TRANSPORT = "transport"
@@ -85,16 +87,29 @@ def _decode(data: bytes) -> dict[str, Any]:
 
 
 async def api_request(nc: NatsClient, subject: str, body: dict[str, Any] | None = None,
-                      timeout: float = API_TIMEOUT) -> dict[str, Any]:
-    """One JetStream API request; the reply decoded, errors classified."""
+                      timeout: float = API_TIMEOUT, idempotent: bool = False) -> dict[str, Any]:
+    """One JetStream API request; the reply decoded, errors classified.
+
+    An ``idempotent`` request (a read) is re-sent when an attempt gets no reply, within the
+    same overall ``timeout``: a reply lost in a reconnect (an in-place credential rotation
+    reconnects the client) then costs one short attempt, not the whole deadline.
+    """
     payload = orjson.dumps(body) if body is not None else b""
-    try:
-        msg = await nc.request(subject, payload, timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise JsError(OTHER, "no responders: JetStream not available") from None
-    except Exception as exc:  # noqa: BLE001 - classified
-        raise classify(exc) from None
-    return _decode(msg.data)
+    end = time.monotonic() + timeout
+    while True:
+        remaining = end - time.monotonic()
+        attempt = min(remaining, READ_ATTEMPT) if idempotent else remaining
+        try:
+            msg = await nc.request(subject, payload, timeout=max(attempt, 0.001))
+        except nats.errors.NoRespondersError:
+            raise JsError(OTHER, "no responders: JetStream not available") from None
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            if idempotent and end - time.monotonic() > 0.05:
+                continue
+            raise classify(exc) from None
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise classify(exc) from None
+        return _decode(msg.data)
 
 
 # --- streams ---------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ class StreamInfo:
 
 
 async def stream_info(nc: NatsClient, name: str) -> StreamInfo:
-    return StreamInfo.from_json(await api_request(nc, f"$JS.API.STREAM.INFO.{name}"))
+    return StreamInfo.from_json(await api_request(nc, f"$JS.API.STREAM.INFO.{name}", idempotent=True))
 
 
 async def list_streams(nc: NatsClient, subject_filter: str) -> list[StreamInfo]:
@@ -162,7 +177,8 @@ async def list_streams(nc: NatsClient, subject_filter: str) -> list[StreamInfo]:
     out: list[StreamInfo] = []
     offset = 0
     while True:
-        reply = await api_request(nc, "$JS.API.STREAM.LIST", {"offset": offset, "subject": subject_filter})
+        reply = await api_request(nc, "$JS.API.STREAM.LIST", {"offset": offset, "subject": subject_filter},
+                                  idempotent=True)
         streams = reply.get("streams") or []
         out.extend(StreamInfo.from_json(s) for s in streams)
         offset += len(streams)
@@ -173,7 +189,7 @@ async def list_streams(nc: NatsClient, subject_filter: str) -> list[StreamInfo]:
 
 async def get_message(nc: NatsClient, stream: str, seq: int) -> bytes:
     """The body of message ``seq`` of ``stream`` (stream message get)."""
-    reply = await api_request(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq})
+    reply = await api_request(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq}, idempotent=True)
     message = reply.get("message") or {}
     import base64
 
@@ -203,25 +219,37 @@ async def publish(nc: NatsClient, subject: str, data: bytes, msg_id: str,
                   deadline: float = PUBACK_WAIT) -> int:
     """Publish and wait for the PubAck; returns the stream sequence. Raises PpzError.
 
-    "No responders" (no stream captures the subject, or a cluster electing a leader) is
-    retried within the deadline; ``Nats-Msg-Id`` makes a retry store the message once.
+    Within the deadline, "no responders" (no stream captures the subject yet, or a cluster
+    electing a leader) and a lost PubAck are retried: ``Nats-Msg-Id`` makes JetStream store a
+    retried message once. When the deadline passes while the client has no server (it is
+    reconnecting or closed), the answer is ``E_NATS_UNREACHABLE``, else
+    ``E_DELIVERY_UNCONFIRMED``.
     """
     end = time.monotonic() + deadline
     headers = {"Nats-Msg-Id": msg_id}
     while True:
         remaining = end - time.monotonic()
         if remaining <= 0:
-            raise errors.PpzError(errors.E_DELIVERY_UNCONFIRMED)
+            raise unconfirmed(nc)
         try:
-            msg = await nc.request(subject, data, timeout=remaining, headers=headers)
+            msg = await nc.request(subject, data, timeout=min(remaining, PUBACK_ATTEMPT), headers=headers)
         except nats.errors.NoRespondersError:
             if end - time.monotonic() <= NO_RESPONDERS_RETRY:
-                raise errors.PpzError(errors.E_DELIVERY_UNCONFIRMED) from None
+                raise unconfirmed(nc) from None
             await asyncio.sleep(NO_RESPONDERS_RETRY)
             continue
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue  # the PubAck may have been lost in a reconnect: publish again, same id
         except Exception as exc:  # noqa: BLE001 - classified
             raise publish_error(exc) from None
         return puback_seq(msg.data)
+
+
+def unconfirmed(nc: NatsClient) -> errors.PpzError:
+    """The deadline passed: unreachable when the client has no server, else unconfirmed."""
+    if nc.is_closed or nc.is_reconnecting or not nc.is_connected:
+        return errors.PpzError(errors.E_NATS_UNREACHABLE)
+    return errors.PpzError(errors.E_DELIVERY_UNCONFIRMED)
 
 
 def puback_seq(data: bytes) -> int:

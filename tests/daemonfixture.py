@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ppz import home, ipc
+from ppz.serverclient import ServerClient
 
 CLI = [sys.executable, "-m", "ppz.cli"]
 
@@ -137,3 +138,20 @@ class DaemonHome:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+class Creds:
+    def __init__(self, url: str, api_key: str, account_id: str) -> None:
+        self.url, self.api_key, self.account_id = url, api_key, account_id
+
+
+def setup_world(server: Any, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
+    """Log ``h`` into a fresh account on ``server`` and create message sources ``handles``."""
+    key = server.add_key("acme")
+    h.login(server.url, key)
+    acct = h.wait_connected()["account_id"]
+    creds = Creds(server.url, key, acct)
+    client = ServerClient()
+    for handle in handles:
+        client.create_source(creds, handle, "message", "")
+    return {"server": server, "home": h, "acct": acct, "creds": creds, "client": client, "key": key}

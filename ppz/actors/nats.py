@@ -38,6 +38,7 @@ from ppz.messages import (
     CredentialSnapshot,
     ProbeFinished,
     RecordEvent,
+    RefreshView,
     Rotate,
     RotationDue,
 )
@@ -55,6 +56,7 @@ MAX_PINGS_OUT = 2
 ROTATE_WAIT = 5.0
 ROTATE_SPACING = 2.0
 SWAP_FLUSH_CAP = 2.0
+SWAP_CLOSE_GRACE = 1.0
 PROBE_TIMEOUT = 5.0
 JS_TIMEOUT = 5.0
 
@@ -148,8 +150,10 @@ class NatsActor(pykka.ThreadingActor):
         heartbeats: Any = None,
         kick_connect: Callable[[], None] | None = None,
         nats_url_override: str = "",
+        refresh_box: Published[RefreshView] | None = None,
     ) -> None:
         super().__init__()
+        self._refresh_box = refresh_box
         self._events = events
         self._view_box = view_box
         self._heartbeats = heartbeats
@@ -264,6 +268,8 @@ class NatsActor(pykka.ThreadingActor):
                 self._on_client_event(message)
             case CredentialChanged():
                 self._snapshot = message.snapshot
+            case Rotate() if self._superseded(message.snapshot):
+                pass  # a newer credential is already on its way: rotate once, to that one
             case Rotate():
                 self._snapshot = message.snapshot
                 self._rotate_in_place()
@@ -275,6 +281,11 @@ class NatsActor(pykka.ThreadingActor):
             case _:
                 logger.warning("NatsActor: unexpected message %r", message)
         return None
+
+    def _superseded(self, snapshot: CredentialSnapshot) -> bool:
+        """True when the refresh loop has published a newer generation than ``snapshot``'s."""
+        box = self._refresh_box
+        return box is not None and snapshot.generation < box.value.generation
 
     def _on_client_event(self, ev: ClientEvent) -> None:
         self._record(ev.kind, caller=ev.caller, nc_id=ev.nc_id, reason=ev.reason)
@@ -344,7 +355,7 @@ class NatsActor(pykka.ThreadingActor):
                 watch.sub = None  # re-armed by the next swap
                 watch.wake()
         if old is not None and old is not new:
-            self._loop.submit(self._close_quietly(old.nc))
+            self._loop.submit(self._close_quietly(old.nc, grace=SWAP_CLOSE_GRACE if new is not None else 0.0))
         if new is not None:
             if old is None:
                 self._record("connect", caller=caller, nc_id=new.nc_id, reason="initial connection")
@@ -404,7 +415,10 @@ class NatsActor(pykka.ThreadingActor):
             watch.wake()
 
     @staticmethod
-    async def _close_quietly(nc: NatsClient) -> None:
+    async def _close_quietly(nc: NatsClient, grace: float = 0.0) -> None:
+        """Close ``nc``; after a swap, ``grace`` lets requests already in flight on it finish."""
+        if grace:
+            await asyncio.sleep(grace)
         try:
             await nc.close()
         except Exception:  # noqa: BLE001 - closing a dead connection may fail

@@ -9,32 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from daemonfixture import DaemonHome, wait_for
+from daemonfixture import DaemonHome, setup_world, wait_for
 from serverfixture import ServerProcess
 
 from ppz import errors, ipc
-from ppz.serverclient import ServerClient
-
-
-class Creds:
-    def __init__(self, url: str, api_key: str, account_id: str) -> None:
-        self.url, self.api_key, self.account_id = url, api_key, account_id
 
 
 @pytest.fixture
 def world(ppz_server: ServerProcess, ppz_home: DaemonHome) -> Iterator[dict[str, Any]]:
     yield setup_world(ppz_server, ppz_home)
-
-
-def setup_world(server: ServerProcess, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
-    key = server.add_key("acme")
-    h.login(server.url, key)
-    acct = h.wait_connected()["account_id"]
-    creds = Creds(server.url, key, acct)
-    client = ServerClient()
-    for handle in handles:
-        client.create_source(creds, handle, "message", "")
-    return {"server": server, "home": h, "acct": acct, "creds": creds, "client": client, "key": key}
 
 
 def send(h: DaemonHome, target: str, payload: str, session: str = "alice-s", **extra: Any) -> dict[str, Any]:
@@ -268,7 +251,7 @@ def follow_with_redial(h: DaemonHome, session: str, got: list[tuple[int, str]], 
         time.sleep(0.2)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_follow_through_rotations(server_factory: Any, ppz_home: DaemonHome) -> None:
     world = setup_world(server_factory(PPZ_NATS_JWT_TTL="6s"), ppz_home)
     h = ppz_home

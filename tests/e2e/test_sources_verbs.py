@@ -178,10 +178,20 @@ def rig(ppz_server: ServerProcess, ppz_home: DaemonHome, proxy: RecordingProxy) 
     return Rig(ppz_home, ppz_server, proxy, key, account_id)
 
 
-def auto_cold(rig: Rig) -> None:
-    """Reset the daemon's caches (a SIGHUP reload), so the next Complete is cold (behaviour 10)."""
+def make_cold(rig: Rig) -> list[Recorded]:
+    """Reset the daemon's caches with a SIGHUP reload, so the next Complete is cold (behaviour 10).
+
+    The reload also resets the login check, so the next Status probes the server: with the proxy
+    dropping, the probe fails, the caches stay cold and ``login_check`` disappears, which is how
+    we know the reload happened. Returns the requests recorded before (the probes left out)."""
+    before = rig.proxy.take()
+    assert rig.call("Status")["login_check"] == "ok"
+    rig.proxy.drop = True
     os.kill(rig.home.pid(), signal.SIGHUP)
-    time.sleep(0.3)
+    wait_for(lambda: "login_check" not in rig.call("Status"), timeout=5, what="reload")
+    rig.proxy.drop = False
+    rig.proxy.take()
+    return before
 
 
 # --- behaviour 5: the session check ------------------------------------------------------------------
@@ -626,7 +636,7 @@ def test_complete_cold_then_warm(rig: Rig) -> None:
     rig.call("PipeSet", handle="alice", name="inbox", max_msgs=10)  # a stored row for an auto-pipe
     rig.call("PipeCreate", handle="alice", name="notes")
     rig.call("PipeCreate", name="room")
-    auto_cold(rig)
+    make_cold(rig)
     rig.proxy.take()
     expected = {"sources": [{"handle": "alice", "pipes": ["inbox", "notes"]},
                             {"handle": "zed", "pipes": PTY_PIPES}], "stale": False}
@@ -643,7 +653,7 @@ def test_complete_cold_then_warm(rig: Rig) -> None:
 
 def test_complete_failure_is_stale_and_stays_cold(rig: Rig) -> None:
     rig.call("Create", handle="alice")
-    auto_cold(rig)
+    make_cold(rig)
     rig.proxy.take()
     rig.proxy.drop = True
     assert rig.call("Complete", session=None) == {"sources": [], "stale": True}
@@ -657,7 +667,7 @@ def test_complete_failure_is_stale_and_stays_cold(rig: Rig) -> None:
 def test_complete_concurrent_cold_callers_share_one_request(rig: Rig) -> None:
     rig.call("Create", handle="alice")
     for drop in (False, True):
-        auto_cold(rig)
+        make_cold(rig)
         rig.proxy.take()
         rig.proxy.drop = drop
         rig.proxy.delay[("GET", SOURCES)] = 0.5
@@ -701,9 +711,9 @@ def test_every_server_call_carries_the_bearer_and_org(rig: Rig) -> None:
     rig.call("PipeDestroy", name="room")
     rig.call("PipeDestroy", handle="alice", name="notes")
     rig.call("SourceDestroy", handle="bob")
-    auto_cold(rig)
+    recorded = make_cold(rig)
     rig.call("Complete", session=None)
-    recorded = rig.proxy.take()
+    recorded += rig.proxy.take()
     assert len(recorded) == 12
     for r in recorded:
         assert r.headers["Authorization"] == f"Bearer {rig.key}", r

@@ -130,9 +130,14 @@ class LoginChecked:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourcesListed:
-    """A successful ``GET /api/v1/sources``: replaces the three source caches."""
+    """A successful ``GET /api/v1/sources``: replaces the three source caches.
+
+    ``identity`` is the (url, api_key, account_id) the listing was made with: a listing that
+    returns after a logout or a login into another account is not applied.
+    """
 
     sources: tuple[Any, ...]
+    identity: tuple[str, str, str]
 
 
 StateInbox = Poll | Reload | LoginChecked | SourcesListed

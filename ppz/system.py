@@ -116,5 +116,6 @@ def connect_attempt(sys: System) -> bool:
 def list_sources(sys: System, creds: Credentials) -> list[SourceInfo]:
     """``GET /api/v1/sources``; a success replaces the three source caches (ipc.md §6)."""
     sources = sys.server.list_sources(creds)
-    sys.state.actor_ref.tell(SourcesListed(sources=tuple(sources)))
+    sys.state.actor_ref.tell(SourcesListed(sources=tuple(sources),
+                                           identity=(creds.url, creds.api_key, creds.account_id)))
     return sources

@@ -166,8 +166,11 @@ class StateActor(pykka.ThreadingActor):
                 if self._creds is not None:
                     self._login_check = value
                     self._publish()
-            case SourcesListed(sources=sources):
-                self._sources_listed(sources)
+            case SourcesListed(sources=sources, identity=identity):
+                if self._creds is not None and identity == (
+                    self._creds.url, self._creds.api_key, self._creds.account_id,
+                ):
+                    self._sources_listed(sources)
             case _:
                 logger.warning("StateActor: unexpected message %r", message)
         return None

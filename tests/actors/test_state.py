@@ -37,6 +37,8 @@ CREDS = Credentials(
 )
 BOB = SourceInfo(handle="bob", manifold="team-a", kind="message", pipes=("notes",))
 
+IDENTITY = (CREDS.url, CREDS.api_key, CREDS.account_id)
+
 CREDS_GONE = [
     call.refresh.stop_loop(),
     call.nats.forget(),
@@ -113,7 +115,7 @@ class Rig:
 
     def warm(self) -> None:
         """Fill the three source caches and verify the login, as a successful server call does."""
-        self.proxy.actor_ref.tell(SourcesListed(sources=(BOB,)))
+        self.proxy.actor_ref.tell(SourcesListed(sources=(BOB,), identity=IDENTITY))
         self.proxy.set_login_check("ok").get()
         assert self.caches_warm()
 
@@ -550,13 +552,20 @@ def test_set_namespace_writes_namespace_json_and_empty_clears(rig: Rig) -> None:
 
 def test_sources_listed_replaces_all_three_caches(rig: Rig) -> None:
     pty = SourceInfo(handle="term", kind="pty", pipes=("notes",))
-    rig.proxy.actor_ref.tell(SourcesListed(sources=(pty,)))
+    rig.proxy.actor_ref.tell(SourcesListed(sources=(pty,), identity=IDENTITY))
     assert not rig.proxy.is_known("bob").get()
     assert rig.proxy.is_known("term").get()
     assert rig.proxy.manifold("term").get() == ""
     assert rig.proxy.completion().get() == {
         "term": ("heartbeat", "inbox", "notes", "stdctrl", "stdin", "stdout", "system")
     }
+
+
+def test_a_listing_for_another_identity_is_not_applied(rig: Rig) -> None:
+    other = SourceInfo(handle="stranger", kind="message")
+    rig.proxy.actor_ref.tell(SourcesListed(sources=(other,), identity=("http://elsewhere", "ppz_x", "acct")))
+    assert not rig.proxy.is_known("stranger").get()
+    assert rig.proxy.is_known("bob").get()
 
 
 def test_completion_is_cold_until_the_first_listing(logged_out: Rig) -> None:

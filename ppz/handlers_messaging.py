@@ -25,6 +25,7 @@ import pykka
 from ppz import errors, names
 from ppz import jetstream as js
 from ppz.actors.nats import ConnView
+from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
 from ppz.cursors import unread as cursor_unread
@@ -373,7 +374,7 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
     meta = stdout_meta(view, plan)
     if meta is not None:
         out.event("meta", meta)
-    session = p["session"]
+    session = session_key(p["session"])
     advancing = not (p["all"] or p["no_advance"])
     cursors = CursorStore(sys.home)
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
@@ -441,7 +442,7 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     """Step 12: an ordered consumer from L + 1 until the client goes away or a swap evicts us."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
-    session = p["session"]
+    session = session_key(p["session"])
     cursors = CursorStore(sys.home)
 
     def deliver(seq: int, data: bytes) -> None:
@@ -563,7 +564,7 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
     pipes = sys.server.list_pipes(creds)
     patterns: list[str] = p["patterns"]
     long = p["long"]
-    entries = CursorStore(sys.home).load(p["session"])
+    entries = CursorStore(sys.home).load(session_key(p["session"]))
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
     rows: list[tuple[str, str, Any, dict[str, Any] | None]] = []
     wanted: dict[str, int] = {}

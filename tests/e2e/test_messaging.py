@@ -181,6 +181,16 @@ def test_uncollared_pipe_and_bare_target(world: dict[str, Any]) -> None:
     assert send(h, "bob", "dotless to a source")["subject"] == f"{world['acct']}.bob.inbox"
 
 
+def test_empty_session_is_default(world: dict[str, Any]) -> None:
+    h = world["home"]
+    send(h, "bob", "x")
+    assert payloads(read(h, "bob", session="")) == ["x"]
+    listing = h.call("List", {})
+    bob = next(s for s in listing["sources"] if s["handle"] == "bob")
+    assert bob["pipe_infos"][0]["unread"] == 0
+    assert read(h, "bob", session="default") == []
+
+
 def test_list_and_watch(world: dict[str, Any]) -> None:
     h = world["home"]
     send(h, "bob", "hello\tthere\x1b[31m red")

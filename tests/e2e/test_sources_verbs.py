@@ -8,28 +8,23 @@ how these tests see what the daemon sends, count its server calls, and make the 
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import json
 import os
 import signal
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import requests
 from daemonfixture import DaemonHome, wait_for
+from httpproxy import Recorded, RecordingProxy
 from serverfixture import ServerProcess
 
 from ppz import handlers
 from ppz.errors import PpzError
 
-EXCHANGE = "/api/v1/auth/exchange"
 SOURCES = "/api/v1/sources"
 PIPES = "/api/v1/pipes"
 PTY_PIPES = ["heartbeat", "inbox", "stdctrl", "stdin", "stdout", "system"]
@@ -37,91 +32,6 @@ BAD_HANDLE = "invalid handle '{}': must match [a-z0-9-] (max 32, no leading/trai
 BAD_PIPE = "pipe name '{}' is invalid: must match [a-z0-9-] (max 32, no leading/trailing -)"
 SESSION_VERBS = ["Create", "EnsurePTY", "Connect", "Switch", "Disconnect", "SetNamespace",
                  "UnsetNamespace", "PipeCreate", "PipeSet", "PipeDestroy", "SourceDestroy"]
-
-
-# --- the recording proxy ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recorded:
-    method: str
-    path: str
-    query: list[tuple[str, str]]
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def route(self) -> tuple[str, str]:
-        return self.method, self.path
-
-
-class RecordingProxy:
-    """Forwards HTTP to ``target`` and records each request. ``drop`` closes connections without
-    a reply (a transport failure for the daemon); ``delay`` holds matching requests a while."""
-
-    def __init__(self, target: str) -> None:
-        self.target = urlsplit(target).netloc
-        self.records: list[Recorded] = []
-        self.drop = False
-        self.delay: dict[tuple[str, str], float] = {}
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                proxy.handle(self, raw)
-
-            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _any
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def handle(self, req: http.server.BaseHTTPRequestHandler, raw: bytes) -> None:
-        split = urlsplit(req.path)
-        body = json.loads(raw) if raw else None
-        record = Recorded(req.command, split.path, parse_qsl(split.query), dict(req.headers.items()), body)
-        self.records.append(record)
-        time.sleep(self.delay.get(record.route, 0.0))
-        if self.drop:
-            req.close_connection = True
-            return
-        conn = http.client.HTTPConnection(self.target, timeout=30)
-        headers = {k: v for k, v in req.headers.items() if k.lower() not in ("host", "connection")}
-        conn.request(req.command, req.path, body=raw or None, headers=headers)
-        reply = conn.getresponse()
-        data = reply.read()
-        conn.close()
-        req.send_response(reply.status, reply.reason)
-        for key, value in reply.getheaders():
-            if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
-                req.send_header(key, value)
-        req.send_header("Content-Length", str(len(data)))
-        req.end_headers()
-        req.wfile.write(data)
-
-    def start(self) -> RecordingProxy:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def take(self) -> list[Recorded]:
-        """The requests recorded since the last ``take`` (the exchange left out)."""
-        taken, self.records = self.records, []
-        return [r for r in taken if r.path != EXCHANGE]
-
-    def routes(self) -> list[tuple[str, str]]:
-        return [r.route for r in self.take()]
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------------------

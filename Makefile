@@ -26,6 +26,9 @@ server: $(STAMP)
 	PPZ_SERVER_DATA=.demo/server PPZ_NATS_SERVER_BIN=$$($(PY) -c 'import ppz.server.natsbin as n; print(n.nats_server_bin())') \
 	  $(VENV)/bin/ppz-server serve
 
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 demo: $(STAMP)
 	@scripts/demo.sh
 

@@ -1,0 +1,147 @@
+"""Follow figure: publish → follower latency, and 200 concurrent follows.
+
+The publisher is this process, with raw nats-py (``js.publish`` of an encoded envelope whose
+payload carries the CLOCK_MONOTONIC send time). Followers are separate processes
+(``worker.py``):
+
+* ``ppz-follow``: IPC ``Read`` with ``follow`` (what ``ppz read --tail`` sends), one session per
+  connection, events decoded with the stdlib as the CLI does;
+* ``nats-follow``: raw nats-py ordered consumers (``deliver_policy=new``) on one connection.
+
+Latency: one follower, messages paced 5 ms apart (no queueing), ppz and baseline blocks
+alternating, each block on a fresh source so nothing is drained first. Fan-out: 200 follows of
+one source, then broadcasts one at a time; the figure is the time until the 200th follower has
+the message (worst broadcast), and every follower must have it within 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from common import Rig, Row, Worker, clock_ns, log, percentile, sign_cb
+
+P50_TARGET = 3.0
+P99_TARGET_MS = 5.0
+FANOUT = 200
+FANOUT_TARGET_S = 1.0
+PACE = 0.005
+
+
+async def connect(rig: Rig) -> Any:
+    import nats
+
+    assert rig.nats is not None
+    jwt, seed = rig.nats.jwt, rig.nats.seed
+    return await nats.connect(rig.nats.url, user_jwt_cb=lambda: jwt.encode(), signature_cb=sign_cb(seed),
+                              allow_reconnect=False)
+
+
+def body(text: str) -> bytes:
+    from ppz.envelope import new_envelope
+
+    return new_envelope(sender="bench", payload=text).encode()
+
+
+async def warm_up(js: Any, subject: str, worker: Worker, interval: float, timeout: float) -> None:
+    """Publish ``warm`` until the worker says every follower received one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await js.publish(subject, body("warm"))
+        end = time.monotonic() + interval
+        while time.monotonic() < end:
+            line = worker.poll()
+            if line is not None and "warm" in line:
+                return
+            await asyncio.sleep(0.005)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"followers not receiving after {timeout}s")
+
+
+async def latency_phase(rig: Rig, kind: str, handle: str, n: int) -> list[float]:
+    src = rig.create_source(handle)
+    worker = Worker([kind, 1], {**rig.env(), **src})
+    nc = await connect(rig)
+    try:
+        worker.readline(30)
+        js = nc.jetstream()
+        await warm_up(js, src["BENCH_SUBJECT"], worker, 0.05, 20)
+        await asyncio.sleep(0.2)
+        for _ in range(n):
+            await js.publish(src["BENCH_SUBJECT"], body(f"t:{clock_ns()}"))
+            await asyncio.sleep(PACE)
+        await js.publish(src["BENCH_SUBJECT"], body("stop"))
+        res = worker.readline(30)["result"]
+    finally:
+        await nc.close()
+        worker.stop()
+    if len(res["lat_ns"]) != n:
+        raise RuntimeError(f"{kind}: {len(res['lat_ns'])} of {n} messages arrived")
+    return [x / 1e6 for x in res["lat_ns"]]
+
+
+async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int) -> list[dict[str, Any]]:
+    src = rig.create_source(handle)
+    worker = Worker([kind, FANOUT], {**rig.env(), **src})
+    nc = await connect(rig)
+    out = []
+    try:
+        worker.readline(60)
+        js = nc.jetstream()
+        t0 = time.monotonic()
+        await warm_up(js, src["BENCH_SUBJECT"], worker, 0.25, 90)
+        log(f"{kind}: {FANOUT} follows receiving after {time.monotonic() - t0:.1f} s")
+        await asyncio.sleep(0.5)
+        for b in range(broadcasts):
+            await js.publish(src["BENCH_SUBJECT"], body(f"b:{b}:{clock_ns()}"))
+            out.append(worker.readline(10))
+            await asyncio.sleep(0.3)
+        await js.publish(src["BENCH_SUBJECT"], body("stop"))
+        worker.readline(30)
+    finally:
+        await nc.close()
+        worker.stop()
+    return out
+
+
+async def scenario(rig: Rig, blocks: int, per_block: int, broadcasts: int) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {"ppz-follow": [], "nats-follow": []}
+    for b in range(blocks):
+        for kind in (["ppz-follow", "nats-follow"] if b % 2 == 0 else ["nats-follow", "ppz-follow"]):
+            lat[kind] += await latency_phase(rig, kind, f"{kind.split('-')[0]}-lat{b}", per_block)
+    fan = {kind: await fanout_phase(rig, kind, f"{kind.split('-')[0]}-crowd", broadcasts)
+           for kind in ("nats-follow", "ppz-follow")}
+    return {"lat": lat, "fan": fan}
+
+
+def run(quick: bool = False) -> list[Row]:
+    blocks, per_block, broadcasts = (2, 100, 2) if quick else (4, 250, 5)
+    with Rig("follow") as rig:
+        log(f"latency: {blocks} × {per_block} messages {PACE * 1000:.0f} ms apart per side; "
+            f"fan-out: {FANOUT} follows × {broadcasts} broadcasts per side")
+        res = asyncio.run(scenario(rig, blocks, per_block, broadcasts))
+    ppz, raw = res["lat"]["ppz-follow"], res["lat"]["nats-follow"]
+    p50, b50 = percentile(ppz, 50), percentile(raw, 50)
+    p99, b99 = percentile(ppz, 99), percentile(raw, 99)
+
+    def worst(kind: str) -> tuple[float | None, int]:
+        reports = res["fan"][kind]
+        got = min(r["received"] for r in reports)
+        if any(r["max_ns"] is None for r in reports):
+            return None, got
+        return max(r["max_ns"] for r in reports) / 1e6, got
+
+    fan_ms, fan_got = worst("ppz-follow")
+    bfan_ms, _ = worst("nats-follow")
+    fan_ok = fan_got == FANOUT and fan_ms is not None and fan_ms <= FANOUT_TARGET_S * 1000
+    fan_p50 = [round(r["p50_ns"] / 1e6, 1) for r in res["fan"]["ppz-follow"] if r["p50_ns"] is not None]
+    return [
+        Row("Follow publish→follower p50", p50, b50, "ms", target=f"≤ {P50_TARGET:.0f}×", ok=p50 <= P50_TARGET * b50,
+            note=f"{len(ppz)} messages per side"),
+        Row("Follow publish→follower p99", p99, b99, "ms", target=f"≤ {P99_TARGET_MS:.0f} ms", ok=p99 <= P99_TARGET_MS),
+        Row(f"{FANOUT} follows: last receipt of a broadcast", fan_ms, bfan_ms, "ms",
+            target=f"all ≤ {FANOUT_TARGET_S * 1000:.0f} ms", ok=fan_ok,
+            note=f"worst of {broadcasts} broadcasts; min followers reached {fan_got}/{FANOUT}; "
+                 f"per-broadcast median receipt (ppz) {fan_p50} ms"),
+    ]

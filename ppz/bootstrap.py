@@ -211,7 +211,9 @@ class Daemon:
         bound = self.system
         table = {verb: functools.partial(fn, bound) for verb, fn in handlers.HANDLERS.items()}
         streams = {verb: functools.partial(fn, bound) for verb, fn in handlers.STREAM_HANDLERS.items()}
-        self._acceptor = IpcAcceptorActor.start(listener=listener, handlers=table, stream_handlers=streams)
+        fast = {verb: functools.partial(fn, bound) for verb, fn in handlers.FAST_HANDLERS.items()}
+        self._acceptor = IpcAcceptorActor.start(listener=listener, handlers=table, stream_handlers=streams,
+                                                fast_handlers=fast, loop_thread=nats_box.value.loop_thread)
 
     def stop(self) -> None:
         """daemon.md §1.2: the graceful stop, in order; every step runs even if one fails."""

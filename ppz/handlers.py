@@ -187,3 +187,6 @@ HANDLERS: dict[str, Handler] = {
 }
 
 STREAM_HANDLERS: dict[str, StreamHandler] = {**handlers_messaging.STREAM_HANDLERS}
+
+# Handlers that run on the event loop and answer when a warm path applies (else None).
+FAST_HANDLERS: dict[str, Any] = {**handlers_messaging.FAST_HANDLERS}

@@ -34,6 +34,7 @@ from ppz.envelope import (
     EnvelopeError,
     effective_priority,
     encode_checked,
+    envelope_time,
     new_envelope,
     read_message,
 )
@@ -41,7 +42,7 @@ from ppz.globs import glob_match
 from ppz.home import CursorStore
 from ppz.ipc import encode_error, encode_event, encode_result
 from ppz.messages import Beat, FollowDelivery
-from ppz.system import System, list_sources, require_connection
+from ppz.system import System, fresh_connection, list_sources, require_connection
 from ppz.timestamps import epoch_seconds
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,39 @@ PREVIEW_CONCURRENCY = 8
 META_CLAMP = 1000
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+# --- streams known to exist ------------------------------------------------------------------
+
+
+class StreamsSeen:
+    """Streams a lookup found recently, per connection: the warm Send path skips the lookup.
+
+    Entries expire after ``ttl`` seconds and are dropped when a publish finds no stream (the
+    pipe was destroyed elsewhere) and when this daemon destroys a source or pipe. Plain dict
+    reads and writes (atomic in CPython) from request threads and the loop; no lock.
+    """
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._until: dict[tuple[str, str], float] = {}
+
+    def fresh(self, nc_id: str, stream: str) -> bool:
+        return self._until.get((nc_id, stream), 0.0) > time.monotonic()
+
+    def add(self, nc_id: str, stream: str) -> None:
+        if len(self._until) > 10_000:
+            self._until = {}
+        self._until[(nc_id, stream)] = time.monotonic() + self.ttl
+
+    def drop(self, nc_id: str, stream: str) -> None:
+        self._until.pop((nc_id, stream), None)
+
+    def clear(self) -> None:
+        self._until = {}
+
+
+STREAMS_SEEN = StreamsSeen()
 
 
 # --- target resolution (ipc.md §7.11) --------------------------------------------------------
@@ -104,6 +138,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
             if exc.kind != js.NOT_FOUND:
                 raise lookup_error(sys, view, exc, errors.PpzError(errors.E_INVALID_PIPE)) from None
         else:
+            STREAMS_SEEN.add(view.nc_id, stream)
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
     handle = p["handle"] or session.current
@@ -128,6 +163,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
         view.run(js.stream_info(view.client, stream))
     except js.JsError as exc:
         raise lookup_error(sys, view, exc, errors.pipe_not_found(pipe, handle)) from None
+    STREAMS_SEEN.add(view.nc_id, stream)
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
 
@@ -162,10 +198,7 @@ def publish_with_failover(sys: System, view: ConnView, publish: Callable[[Any], 
 
 
 def send(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    if not 0 <= p["priority"] <= 3:
-        raise errors.PpzError(errors.E_INVALID_PRIORITY)
-    if p["msg_subject"].startswith("ack:"):
-        raise errors.PpzError(errors.E_INVALID_SUBJECT)
+    check_send(p)
     target = resolve_target(sys, p)
     env = new_envelope(sender=target.sender, subject=p["msg_subject"], payload=p["payload"],
                        in_reply_to=p["in_reply_to"], ack_requested=p["ack_requested"],
@@ -173,7 +206,107 @@ def send(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     data = encode_checked(env)
     publish_with_failover(sys, target.view, lambda nc: js.publish(nc, target.subject, data, env.id))
     stamp_heartbeat(sys, target, p["payload"])
-    return {"id": env.id, "subject": target.subject, "bytes": len(p["payload"].encode("utf-8", "surrogatepass"))}
+    return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}
+
+
+def check_send(p: dict[str, Any]) -> None:
+    """Send's first two checks, before anything else (ipc.md §7.10 steps 1–2)."""
+    if not 0 <= p["priority"] <= 3:
+        raise errors.PpzError(errors.E_INVALID_PRIORITY)
+    if p["msg_subject"].startswith("ack:"):
+        raise errors.PpzError(errors.E_INVALID_SUBJECT)
+
+
+def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
+    """Target resolution from published snapshots only, or None when any step would need the
+    state actor, the server or a stream lookup (then the full resolution runs on a thread).
+
+    It applies exactly when the full resolution would not call the server and would find the
+    stream: a logged-in session, an explicit handle already known (or an uncollared pipe) and
+    a stream seen on the installed, fresh connection.
+    """
+    state = sys.state_box.value
+    creds = state.creds
+    view = fresh_connection(sys)
+    if creds is None or view is None or not names.is_uuid(creds.account_id):
+        return None
+    acct = creds.account_id
+    session = state.session(p["session"])
+    sender = p["sender"] or session.current
+    bare = p["bare_target"]
+    handle = p["handle"]
+    pipe = p["channel"] or "inbox"
+    if bare:
+        stream = names.stream_name(acct, session.namespace, "", bare)
+        if names.valid_pipe(bare) and STREAMS_SEEN.fresh(view.nc_id, stream):
+            return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
+                          handle="", pipe=bare, sender=sender, view=view)
+        # The collision rules forbid an uncollared pipe named like a source in the source's own
+        # manifold: when the source lives in the session's namespace, the uncollared lookup
+        # cannot find anything and the collared reading applies directly.
+        if handle != bare or state.manifolds.get(handle, "") != session.namespace:
+            return None
+    if not handle or handle not in state.known or not names.valid_pipe(pipe):
+        return None
+    manifold = state.manifolds.get(handle, "")
+    stream = names.stream_name(acct, manifold, handle, pipe)
+    if not STREAMS_SEEN.fresh(view.nc_id, stream):
+        return None
+    return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
+                  handle=handle, pipe=pipe, sender=sender, view=view)
+
+
+async def send_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
+    """Send on the event loop, when the warm path applies (see ``warm_target``)."""
+    check_send(p)
+    target = warm_target(sys, p)
+    if target is None:
+        return None
+    env = new_envelope(sender=target.sender, subject=p["msg_subject"], payload=p["payload"],
+                       in_reply_to=p["in_reply_to"], ack_requested=p["ack_requested"],
+                       priority=p["priority"], test_clock=test_clock())
+    data = encode_checked(env)
+    try:
+        await js.publish(target.view.client, target.subject, data, env.id, no_stream_fast=True)
+    except js.NoStream:
+        STREAMS_SEEN.drop(target.view.nc_id, target.stream)
+        return None  # the full path looks the stream up again (and publishes, same id)
+    stamp_heartbeat(sys, target, p["payload"])
+    return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}
+
+
+def payload_bytes(payload: str) -> int:
+    return len(payload.encode("utf-8", "surrogatepass"))
+
+
+def batch_envelopes(sender: str, payloads: list[str]) -> list[Envelope]:
+    """SendBatch's envelopes: empty subject, priority 0, one ``created_at`` for the batch."""
+    created_at = envelope_time(test_clock())
+    return [Envelope(id=str(uuid.uuid4()), sender=sender, payload=payload, created_at=created_at)
+            for payload in payloads]
+
+
+def batch_reply(target: Target, envs: list[Envelope], payloads: list[str]) -> dict[str, Any]:
+    return {
+        "ids": [env.id for env in envs],
+        "subject": target.subject,
+        "bytes": [payload_bytes(payload) for payload in payloads],
+    }
+
+
+async def send_batch_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
+    """SendBatch on the event loop, when the warm path applies (see ``warm_target``)."""
+    payloads: list[str] = p["payloads"]
+    if not payloads:
+        return {"ids": [], "subject": "", "bytes": []}
+    target = warm_target(sys, {**p, "sender": ""})
+    if target is None:
+        return None
+    envs = batch_envelopes(target.sender, payloads)
+    items = [(encode_checked(env), env.id) for env in envs]
+    await js.publish_batch(target.view.client, target.subject, items)
+    stamp_heartbeat(sys, target, payloads[-1])
+    return batch_reply(target, envs, payloads)
 
 
 def send_batch(sys: System, p: dict[str, Any]) -> dict[str, Any]:
@@ -181,16 +314,11 @@ def send_batch(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     if not payloads:
         return {"ids": [], "subject": "", "bytes": []}
     target = resolve_target(sys, p)
-    clock = test_clock()
-    envs = [new_envelope(sender=target.sender, payload=payload, test_clock=clock) for payload in payloads]
+    envs = batch_envelopes(target.sender, payloads)
     items = [(encode_checked(env), env.id) for env in envs]
     publish_with_failover(sys, target.view, lambda nc: js.publish_batch(nc, target.subject, items))
     stamp_heartbeat(sys, target, payloads[-1])
-    return {
-        "ids": [env.id for env in envs],
-        "subject": target.subject,
-        "bytes": [len(payload.encode("utf-8", "surrogatepass")) for payload in payloads],
-    }
+    return batch_reply(target, envs, payloads)
 
 
 # --- read receipts (nats.md §9) ------------------------------------------------------------------
@@ -734,6 +862,10 @@ HANDLERS: dict[str, Any] = {
     "Send": send,
     "SendBatch": send_batch,
     "List": list_,
+}
+FAST_HANDLERS: dict[str, Any] = {
+    "Send": send_fast,
+    "SendBatch": send_batch_fast,
 }
 STREAM_HANDLERS: dict[str, Any] = {
     "Read": read,

@@ -14,6 +14,7 @@ from typing import Any
 
 from ppz import errors, names
 from ppz.actors.state import CompletionFlight, SessionView
+from ppz.handlers_messaging import STREAMS_SEEN
 from ppz.serverclient import PipeSpec
 from ppz.system import System, list_sources
 
@@ -195,6 +196,7 @@ def pipe_destroy(sys: System, p: dict[str, Any]) -> Reply:
     else:
         manifold = p["manifold"] or _session(sys, p).namespace
         sys.server.delete_uncollared(creds, name, manifold)
+    STREAMS_SEEN.clear()
     return _with_manifold({"handle": handle}, manifold) | {"name": name}
 
 
@@ -206,6 +208,7 @@ def source_destroy(sys: System, p: dict[str, Any]) -> Reply:
     handle = _checked_handle(p["handle"])
     manifold = sys.state.manifold(handle).get()  # read before the source is gone
     sys.server.delete_source(creds, handle)
+    STREAMS_SEEN.clear()
     sys.state.forget_handle(handle).get()
     sys.state.clear_current_everywhere(handle).get()
     return _with_manifold({"handle": handle}, manifold)

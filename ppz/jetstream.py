@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -215,8 +217,12 @@ def publish_error(exc: BaseException) -> errors.PpzError:
     return errors.PpzError(errors.E_DELIVERY_UNCONFIRMED)
 
 
+class NoStream(Exception):
+    """"No responders" on the first attempt of a publish that asked to know (stale cache)."""
+
+
 async def publish(nc: NatsClient, subject: str, data: bytes, msg_id: str,
-                  deadline: float = PUBACK_WAIT) -> int:
+                  deadline: float = PUBACK_WAIT, no_stream_fast: bool = False) -> int:
     """Publish and wait for the PubAck; returns the stream sequence. Raises PpzError.
 
     Within the deadline, "no responders" (no stream captures the subject yet, or a cluster
@@ -234,6 +240,8 @@ async def publish(nc: NatsClient, subject: str, data: bytes, msg_id: str,
         try:
             msg = await nc.request(subject, data, timeout=min(remaining, PUBACK_ATTEMPT), headers=headers)
         except nats.errors.NoRespondersError:
+            if no_stream_fast:
+                raise NoStream(subject) from None
             if end - time.monotonic() <= NO_RESPONDERS_RETRY:
                 raise unconfirmed(nc) from None
             await asyncio.sleep(NO_RESPONDERS_RETRY)
@@ -263,17 +271,51 @@ def puback_seq(data: bytes) -> int:
     return int(ack.get("seq") or 0)
 
 
+_CONTEXTS: weakref.WeakKeyDictionary[NatsClient, Any] = weakref.WeakKeyDictionary()
+
+
+def _context(nc: NatsClient) -> Any:
+    """One JetStream context per client (its async-publish reply subscription is reused).
+    Touched only on the loop."""
+    ctx = _CONTEXTS.get(nc)
+    if ctx is None:
+        ctx = nc.jetstream(timeout=PUBACK_WAIT)
+        _CONTEXTS[nc] = ctx
+    return ctx
+
+
 async def publish_batch(nc: NatsClient, subject: str, items: list[tuple[bytes, str]],
                         deadline: float = PUBACK_WAIT) -> list[int]:
-    """Publish every (data, msg_id) at once, then wait once for all PubAcks."""
-    tasks = [asyncio.ensure_future(publish(nc, subject, data, msg_id, deadline)) for data, msg_id in items]
+    """Publish every (data, msg_id) asynchronously, then wait once for all PubAcks.
+
+    A message whose publish found no stream is published again within the deadline (the
+    ids make JetStream store each message once); any other failure fails the batch.
+    """
+    end = time.monotonic() + deadline
+    ctx = _context(nc)
     try:
-        return await asyncio.wait_for(asyncio.gather(*tasks), deadline + 0.5)
-    except TimeoutError:
-        raise errors.PpzError(errors.E_DELIVERY_UNCONFIRMED) from None
-    finally:
-        for task in tasks:
-            task.cancel()
+        futures = [await ctx.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+                   for data, msg_id in items]
+    except Exception as exc:  # noqa: BLE001 - classified
+        raise publish_error(exc) from None
+    _, pending = await asyncio.wait(futures, timeout=max(0.0, end - time.monotonic()))
+    if pending:
+        for fut in pending:
+            fut.cancel()
+        raise unconfirmed(nc)
+    seqs: list[int] = []
+    for (data, msg_id), fut in zip(items, futures, strict=True):
+        failure = fut.exception()
+        if failure is None:
+            seqs.append(int(getattr(fut.result(), "seq", 0) or 0))
+            continue
+        if isinstance(failure, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
+            seqs.append(await publish(nc, subject, data, msg_id, max(0.0, end - time.monotonic())))
+            continue
+        if isinstance(failure, nats.js.errors.APIError):
+            raise errors.PpzError(errors.E_DELIVERY_UNCONFIRMED)
+        raise publish_error(failure)
+    return seqs
 
 
 # --- drain consumer (nats.md §7) ------------------------------------------------------------------

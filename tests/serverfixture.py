@@ -10,20 +10,32 @@
 
 Use the ``ppz_server`` / ``server_factory`` fixtures of ``tests/conftest.py`` rather than this
 class directly where possible: they stop every server at teardown.
+
+A JetStream cluster for ``PPZ_NATS_EXTERNAL=1`` (docs/operations.md), configured the way an
+operator does it, with ``ppz-server nats-config`` from the server's data directory:
+
+    cluster = NatsCluster(tmp_path / "cluster", server_data=tmp_path / "server").start()
+    server = ServerProcess(tmp_path / "server", env=cluster.server_env(replicas=3)).start()
+    # or both at once: with cluster_with_server(tmp_path) as (cluster, server): ...
+    cluster.node_of("ppz-daemon")       # the node a named client is connected to (/connz)
+    cluster.kill("n1"); cluster.restart("n1")
+    cluster.stop()
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -31,6 +43,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
 _live: set[ServerProcess] = set()
+_live_clusters: set[NatsCluster] = set()
 
 
 def free_port() -> int:
@@ -134,7 +147,7 @@ class ServerProcess:
                 self.kill()
                 raise RuntimeError(f"ppz-server not ready after {timeout}s:\n{self.log_text()}")
             time.sleep(0.01)
-        self._nats_pid = self.nats_pid()
+        self._current_nats_pid()  # none with PPZ_NATS_EXTERNAL=1
         return self
 
     def healthy(self) -> bool:
@@ -257,7 +270,257 @@ class ServerProcess:
             return ""
 
 
+class NatsNode:
+    """One ``nats-server`` of a :class:`NatsCluster`: its ports, files and process."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.cluster_port = free_port()
+        self.monitor_port = free_port()
+        self.store_dir = root / name
+        self.config_path = root / f"{name}.conf"
+        self.log_path = root / f"{name}.log"
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def monitor(self, endpoint: str, **params: Any) -> dict[str, Any]:
+        """A monitoring endpoint (``jsz``, ``connz``, ``varz``…) as JSON."""
+        resp = requests.get(f"http://127.0.0.1:{self.monitor_port}/{endpoint}", params=params, timeout=2)
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    def answers(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5) as conn:
+            return conn.recv(5) == b"INFO "
+        return False
+
+
+class NatsCluster:
+    """A JetStream cluster of ``size`` ``nats-server`` processes on loopback ports (names
+    ``n1``…), each configured by ``ppz-server nats-config`` with the trust of ``server_data``
+    (minted there if missing). Every node has a monitoring port; :meth:`stop` (or the atexit
+    hook) stops them."""
+
+    def __init__(self, root: Path | str, *, server_data: Path | str, size: int = 3,
+                 binary: str | None = None) -> None:
+        self.root = Path(root)
+        self.server_data = Path(server_data)
+        self.nodes = [NatsNode(self.root, f"n{i + 1}") for i in range(size)]
+        self.binary = binary or _nats_server_binary()
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every client URL, comma-separated (``PPZ_NATS_URLS`` / ``PPZ_NATS_PUBLIC_URL``)."""
+        return ",".join(self.urls)
+
+    def server_env(self, replicas: int = 3, **extra: str) -> dict[str, str]:
+        """The environment of a ``ppz-server`` using this cluster."""
+        return {
+            "PPZ_NATS_EXTERNAL": "1",
+            "PPZ_NATS_URLS": self.url,
+            "PPZ_NATS_PUBLIC_URL": self.url,
+            "PPZ_STREAM_REPLICAS": str(replicas),
+            **extra,
+        }
+
+    def write_configs(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        routes = ",".join(f"127.0.0.1:{node.cluster_port}" for node in self.nodes)
+        env = {**os.environ, "PPZ_SERVER_DATA": str(self.server_data)}
+        for node in self.nodes:
+            subprocess.run(
+                [sys.executable, "-m", "ppz.server.cli", "nats-config", f"--name={node.name}",
+                 f"--routes={routes}", f"--store-dir={node.store_dir}", f"--listen=127.0.0.1:{node.port}",
+                 f"--cluster-listen=127.0.0.1:{node.cluster_port}", f"--monitor=127.0.0.1:{node.monitor_port}",
+                 f"--output={node.config_path}"],
+                env=env, capture_output=True, text=True, timeout=30, check=True,
+            )
+
+    def start(self, timeout: float = START_TIMEOUT) -> NatsCluster:
+        """Write the configurations, start every node, and wait for a JetStream meta leader."""
+        self.write_configs()
+        for node in self.nodes:
+            self.spawn(node)
+        for node in self.nodes:
+            wait_until(node.answers, timeout, message=f"nats-server {node.name}")
+        self.wait_meta_leader(timeout)
+        return self
+
+    def spawn(self, node: NatsNode) -> None:
+        assert not node.running, f"{node.name} already runs"
+        with open(node.log_path, "ab") as log:
+            node.proc = subprocess.Popen([self.binary, "-c", str(node.config_path)], stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=log, start_new_session=True)
+        _live_clusters.add(self)
+
+    def node(self, name: str) -> NatsNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL one node; returns its pid."""
+        node = self.node(name)
+        assert node.proc is not None
+        node.proc.kill()
+        node.proc.wait(10)
+        return node.proc.pid
+
+    def restart(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        node = self.node(name)
+        self.spawn(node)
+        wait_until(node.answers, timeout, message=f"nats-server {name}")
+
+    def live(self) -> list[NatsNode]:
+        return [n for n in self.nodes if n.running]
+
+    def meta_leader(self) -> str:
+        """The JetStream meta leader's name if it is a running node that claims it, else ``""``
+        (after a kill the others name the dead leader until they elect a new one)."""
+        for node in self.live():
+            with contextlib.suppress(requests.RequestException, ValueError):
+                if (node.monitor("jsz").get("meta_cluster") or {}).get("leader") == node.name:
+                    return node.name
+        return ""
+
+    def wait_meta_leader(self, timeout: float = START_TIMEOUT) -> str:
+        """Wait until a running node is the meta leader (an election takes 4–9 s after the
+        leader died); returns its name."""
+        wait_until(lambda: bool(self.meta_leader()), timeout, interval=0.05, message="a JetStream meta leader")
+        return self.meta_leader()
+
+    def make_meta_leader(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        """Move the JetStream meta leader to node ``name`` (``$JS.API.META.LEADER.STEPDOWN`` with
+        a preferred placement, as the system user of ``server_data``'s trust)."""
+        trust = json.loads((self.server_data / "trust.json").read_text())
+        self._move_leader(lambda: self.meta_leader() == name, trust["system_user_jwt"], trust["system_user_seed"],
+                          "$JS.API.META.LEADER.STEPDOWN", name, timeout)
+
+    def make_stream_leader(self, stream: str, name: str, user_jwt: str, seed: str,
+                           timeout: float = START_TIMEOUT) -> None:
+        """Move a stream's leader to node ``name``, with a credential of the stream's account."""
+        self._move_leader(lambda: self.stream_leader(stream) == name, user_jwt, seed,
+                          f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", name, timeout)
+
+    def _move_leader(self, done: Callable[[], bool], user_jwt: str, seed: str, subject: str, name: str,
+                     timeout: float) -> None:
+        """Ask for a step-down with ``name`` preferred until ``done()`` (a refused step-down,
+        e.g. while ``name`` is not current yet, is asked again)."""
+        deadline = time.monotonic() + timeout
+        replies: list[dict[str, Any]] = []
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{subject}: {name} did not become leader: {replies[-3:]}")
+            replies.append(nats_request(self.urls, user_jwt, seed, subject, {"placement": {"preferred": name}}))
+            with contextlib.suppress(TimeoutError):
+                wait_until(done, 2.0, interval=0.05)
+
+    def stream_leader(self, stream: str) -> str:
+        """The leader of a stream (any account) as a running node's ``/jsz`` reports it."""
+        for node in self.live():
+            with contextlib.suppress(requests.RequestException, ValueError):
+                jsz = node.monitor("jsz", accounts="true", streams="true")
+                for account in jsz.get("account_details") or []:
+                    for detail in account.get("stream_detail") or []:
+                        leader = (detail.get("cluster") or {}).get("leader") or ""
+                        if detail.get("name") == stream and leader:
+                            return str(leader)
+        return ""
+
+    def node_of(self, connection_name: str) -> str:
+        """The name of the running node a client named ``connection_name`` is connected to,
+        else ``""`` (``/connz``)."""
+        for node in self.live():
+            with contextlib.suppress(requests.RequestException, ValueError):
+                conns = node.monitor("connz", limit="1024").get("connections") or []
+                if any(c.get("name") == connection_name for c in conns):
+                    return node.name
+        return ""
+
+    def stop(self) -> None:
+        """SIGTERM every node, SIGKILL after 10 s."""
+        for node in self.live():
+            assert node.proc is not None
+            node.proc.terminate()
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                node.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                node.proc.kill()
+                node.proc.wait(5)
+        _live_clusters.discard(self)
+
+    def kill_all(self) -> None:
+        for node in self.live():
+            assert node.proc is not None
+            node.proc.kill()
+            node.proc.wait(5)
+        _live_clusters.discard(self)
+
+
+@contextlib.contextmanager
+def cluster_with_server(root: Path | str, *, replicas: int = 3, size: int = 3,
+                        **env: str) -> Iterator[tuple[NatsCluster, ServerProcess]]:
+    """A started :class:`NatsCluster` under ``root/nats`` and a started ``ppz-server`` using it
+    (data ``root/server``, R``replicas`` streams); both stopped on exit."""
+    root = Path(root)
+    cluster = NatsCluster(root / "nats", server_data=root / "server", size=size)
+    server = ServerProcess(root / "server", env=cluster.server_env(replicas=replicas, **env))
+    try:
+        cluster.start()
+        server.start()
+        yield cluster, server
+    finally:
+        try:
+            server.close()
+        finally:
+            cluster.stop()
+
+
+def nats_request(urls: list[str], user_jwt: str, seed: str, subject: str, body: Any) -> dict[str, Any]:
+    """One request/reply (JSON both ways) on a fresh connection made with a user JWT and seed."""
+    import asyncio
+    import base64
+
+    import nats
+
+    from ppz.server import natsjwt
+
+    async def request() -> dict[str, Any]:
+        async def quiet(exc: Exception) -> None:
+            pass
+
+        nc = await nats.connect(
+            servers=urls, user_jwt_cb=lambda: user_jwt.encode(), error_cb=quiet, connect_timeout=3,
+            signature_cb=lambda nonce: base64.b64encode(natsjwt.sign(seed, nonce.encode())),
+        )
+        try:
+            msg = await nc.request(subject, json.dumps(body).encode(), timeout=10)
+            return dict(json.loads(msg.data))
+        finally:
+            await nc.close()
+
+    return asyncio.run(request())
+
+
+def _nats_server_binary() -> str:
+    from ppz.server.natsbin import nats_server_bin
+
+    return nats_server_bin()
+
+
 @atexit.register
 def _kill_leftovers() -> None:
     for server in list(_live):
         server.kill()
+    for cluster in list(_live_clusters):
+        cluster.kill_all()

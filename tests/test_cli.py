@@ -16,6 +16,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +46,8 @@ def modules_after(commands: list[list[str]], tmp_path) -> dict[str, Any]:  # typ
         "        pass\n"
         "import json\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m in {HEAVY!r})\n"
-        "print(json.dumps({'heavy': heavy, 'asyncio': 'asyncio' in sys.modules, 'home': 'ppz.home' in sys.modules}))\n"
+        "print(json.dumps({'heavy': heavy, 'asyncio': 'asyncio' in sys.modules, 'home': 'ppz.home' in sys.modules,\n"
+        "                  'fire': 'fire' in sys.modules, 'inspect': 'inspect' in sys.modules}))\n"
     )
     env = {**os.environ, "PPZ_HOME": str(tmp_path / "home"), "PPZ_SESSION": "s"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
@@ -53,14 +55,29 @@ def modules_after(commands: list[list[str]], tmp_path) -> dict[str, Any]:  # typ
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
 
+# Complete commands run without Fire; help (and usage errors) are Fire's.
+DIRECT = [argv for argv in MESSAGING if "--help" not in argv]
+
+
 def test_normal_commands_import_nothing_heavy(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    assert modules_after([["status"], ["logout"], ["daemon", "stop"], *MESSAGING], tmp_path)["heavy"] == []
+    # Nor Fire: its import and parser cost ~25 ms per run, and a complete command runs without it.
+    got = modules_after([["status"], ["logout"], ["daemon", "stop"], *DIRECT], tmp_path)
+    assert (got["heavy"], got["fire"]) == ([], False)
+
+
+def test_help_uses_fire_and_imports_nothing_heavy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    got = modules_after([["send", "--help"], ["send", "bob"], ["pipe", "--help"]], tmp_path)
+    assert (got["heavy"], got["fire"]) == ([], True)
 
 
 def test_messaging_commands_skip_asyncio_and_the_home_module(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Fire imports asyncio (~50 ms with ssl) for coroutine commands the CLI does not have; ppz.home
     # (~20 ms) is only needed by the commands that manage the daemon.
-    assert modules_after(MESSAGING, tmp_path) == {"heavy": [], "asyncio": False, "home": False}
+    got = modules_after(MESSAGING, tmp_path)
+    assert {k: got[k] for k in ("heavy", "asyncio", "home")} == {"heavy": [], "asyncio": False, "home": False}
+    # Without help, not even Fire or inspect (~4 ms with ast and dis).
+    assert modules_after(DIRECT, tmp_path) == {"heavy": [], "asyncio": False, "home": False, "fire": False,
+                                               "inspect": False}
 
 
 @pytest.mark.parametrize(
@@ -994,6 +1011,134 @@ def test_normalise_flags(argv: list[str], want: list[str]) -> None:
 def test_help_of_a_subcommand_goes_to_stdout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["pipe", "create", "--help"], tmp_path)
     assert out.returncode == 0 and "--max_msgs" in out.stdout.replace("-msgs", "_msgs")
+
+
+# --- the direct path: complete commands bind without Fire -----------------------------------------
+
+
+@pytest.fixture
+def no_fire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any use of Fire fails the test (``fire`` may be in ``sys.modules`` from other tests)."""
+    def refuse() -> None:
+        raise AssertionError("Fire was imported for a complete command")
+
+    monkeypatch.setattr(cli, "import_fire", refuse)
+
+
+@pytest.mark.usefixtures("no_fire")
+def test_send_values_as_typed_through_the_direct_path(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("Send", SEND_REPLY)
+    r = ppz(capsys, "send", "bob", "007")
+    assert (r.code, r.out, r.err) == (0, "", "sent id=a6b7c8d9 to=bob.inbox bytes=3\n")
+    assert fake.params("Send")[0]["payload"] == "007"
+    assert ppz(capsys, "send", "--priority", "1", "bob.notes", "[1, 2]", "--in-reply-to", "0x1F").code == 0
+    sent = fake.params("Send")[1]
+    assert (sent["handle"], sent["channel"], sent["payload"], sent["priority"], sent["in_reply_to"]) == (
+        "bob", "notes", "[1, 2]", 1, "0x1F")
+    assert ppz(capsys, "send", "--payload=-1e3", "--target=bob").code == 0  # positionals by name
+    assert (fake.params("Send")[2]["handle"], fake.params("Send")[2]["payload"]) == ("bob", "-1e3")
+
+
+@pytest.mark.usefixtures("no_fire")
+def test_other_commands_through_the_direct_path(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("List", LIST_REPLY)
+    fake.on("Read", Stream({"msg": msg("1.0")}))
+    fake.on("PipeCreate", PIPE_REPLY)
+    assert ppz(capsys, "ls", "007", "a*", "-l").code == 0
+    assert ppz(capsys, "read", "bob.notes", "--raw", "--limit", "05").out == "1.0"
+    assert ppz(capsys, "pipe", "create", "bob.notes", "--max-msgs=010").code == 0
+    assert fake.requests == [
+        ("List", {"session": "s1", "patterns": ["007", "a*"], "long": True}),
+        ("Read", {"handle": "bob", "channel": "notes", "follow": False, "head_limit": 5, "sender": "",
+                  "session": "s1"}),
+        ("PipeCreate", {"handle": "bob", "name": "notes", "max_msgs": 10, "session": "s1"})]
+
+
+@pytest.mark.parametrize("args", [["send", "bob"], ["send"], ["send", "bob", "hi", "extra"],
+                                  ["send", "bob", "hi", "--bogus"], ["send", "bob", "hi", "--subject"],
+                                  ["status", "extra"], ["daemon"], ["nosuch"], ["pipe", "set"]])
+def test_usage_errors_exit_2_with_nothing_on_stdout(tmp_path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    out = run(args, tmp_path)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr
+
+
+def test_fire_still_reports_what_does_not_bind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = run(["send", "bob"], tmp_path)
+    assert out.stderr.startswith("ERROR: The function received no value for the required argument: payload\n"
+                                 "Usage: ppz send TARGET PAYLOAD <flags>\n")
+    assert run(["send", "bob", "hi", "extra"], tmp_path).stderr.startswith("ERROR: Could not consume arg: extra\n")
+
+
+def test_help_of_send_goes_to_stdout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for args in (["send", "--help"], ["send", "-h"]):
+        out = run(args, tmp_path)
+        assert out.returncode == 0, args
+        assert "ppz send TARGET PAYLOAD" in out.stdout and "--subject" in out.stdout
+
+
+def fire_action(argv: list[str]) -> Any:
+    """What the Fire path makes of a normalised argv (an Action, or None)."""
+    fire = cli.import_fire()
+    cli._adapt_fire(False)
+    try:
+        return fire.Fire(cli.Ppz(), command=[*argv, "--", "--separator=\x00"], name="ppz")
+    except fire.core.FireExit:
+        return None
+
+
+@pytest.mark.parametrize("argv", [
+    ["send", "bob", "007"], ["send", "--request-ack", "bob.notes", "[1, 2]", "--subject", "-x", "--priority", "1"],
+    ["send", "--payload=p", "b"], ["send", "--target=t", "--payload=p"], ["send", "b", "p", "--subject=a",
+                                                                          "--subject=b"],
+    ["send", "b", "-5"], ["send", "b", "-"], ["send", "b", ""], ["login", "http://x", "KEY"], ["login", "u"],
+    ["ls"], ["ls", "a", "b", "--json", "-l"], ["read", "inbox", "--notail", "-l", "0"],
+    ["reread", "x", "--since", "1m", "--skip=2"], ["who", "--online", "--owner", "True"],
+    ["diagnostics", "--bundle=false"], ["heartbeat", "x", "--once", "--state", "idle", "--interval=1s"],
+    ["daemon", "start", "--foreground=false"], ["daemon", "stop"], ["source", "destroy", "x*"],
+    ["set", "namespace", "a.b"], ["unset", "handle"], ["get", "handle"], ["pipe", "create", "x", "--ttl", "1h",
+                                                                       "--max-bytes", "-1"],
+    ["pipe", "destroy", "x", "--recursive"], ["completion", "zsh"],
+])
+def test_direct_binding_is_fires_binding(argv: list[str]) -> None:
+    argv = cli.normalise_flags(cli.Ppz(), argv)
+    direct = cli.bind_command(cli.Ppz(), argv)
+    assert isinstance(direct, cli.Action)
+    fired = fire_action(argv)
+    assert isinstance(fired, cli.Action)
+    assert (direct.fn, direct.args) == (fired.fn, fired.args)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--help"], ["send", "--help"], ["send", "b", "p", "-h"], ["send"], ["send", "b"], ["send", "b", "p", "x"],
+    ["send", "b", "--payload", "p"], ["send", "b", "-payload=p"], ["daemon"], ["pipe"], ["nosuch"],
+    ["status", "x"], ["send", "--payload=p", "b", "x"],
+])
+def test_what_does_not_bind_is_left_to_fire(argv: list[str]) -> None:
+    assert cli.bind_command(cli.Ppz(), cli.normalise_flags(cli.Ppz(), argv)) is None
+
+
+def command_methods() -> list[Any]:
+    ppz = cli.Ppz()
+    methods = []
+    for group in (ppz, ppz.daemon, ppz.source, ppz.set, ppz.unset, ppz.get, ppz.pipe):
+        methods += [getattr(group, name) for name in dir(group)
+                    if not name.startswith("_") and isinstance(getattr(group, name), types.MethodType)]
+    return methods
+
+
+def test_params_agree_with_inspect_signature() -> None:
+    import inspect
+
+    methods = command_methods()
+    assert len(methods) >= 25
+    for fn in methods:
+        params = cli.Params(fn)
+        sig = inspect.signature(fn).parameters.values()
+        assert params.positional == tuple(p.name for p in sig if p.kind is p.POSITIONAL_OR_KEYWORD), fn
+        assert params.names == tuple(p.name for p in sig if p.kind is not p.VAR_POSITIONAL), fn
+        assert params.defaults == {p.name: p.default for p in sig if p.default is not p.empty}, fn
+        assert params.varargs == any(p.kind is p.VAR_POSITIONAL for p in sig), fn
 
 
 def test_colour_only_on_a_tty_without_no_color(fake: FakeDaemon, capsys: pytest.CaptureFixture[str],

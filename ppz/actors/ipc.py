@@ -7,15 +7,19 @@ answers (spec/ipc.md §2): one bad connection never stops the daemon.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pykka
 
 from ppz import errors, ipc, verbs
+from ppz.aioloop import LoopThread
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +34,14 @@ def send_all(conn: socket.socket, data: bytes) -> None:
         pass
 
 
-def serve_connection(
-    conn: socket.socket,
-    handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]],
-    stream_handlers: dict[str, Callable[[dict[str, Any], socket.socket], None]],
-) -> None:
+Handlers = dict[str, Callable[[dict[str, Any]], dict[str, Any]]]
+StreamHandlers = dict[str, Callable[[dict[str, Any], socket.socket], None]]
+# A fast handler runs on the event loop; it returns None when the request needs the full
+# (blocking) handler, which then runs on a thread of its own.
+FastHandlers = dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]]
+
+
+def serve_connection(conn: socket.socket, handlers: Handlers, stream_handlers: StreamHandlers) -> None:
     """Serve one request on ``conn`` and close it. Total: every path answers or closes."""
     try:
         try:
@@ -47,31 +54,101 @@ def serve_connection(
         try:
             method, raw = ipc.decode_request(line)
             params = verbs.check_params(method, raw)
-            stream = stream_handlers.get(method)
-            if stream is not None:
-                stream(params, conn)
-                return
-            handler = handlers.get(method)
-            if handler is None:
-                raise errors.not_implemented(method)
-            reply = ipc.encode_result(handler(params))
         except errors.PpzError as exc:
-            reply = ipc.encode_error(exc)
-        except Exception:
-            logger.exception("IPC handler failed")
-            reply = ipc.encode_error(INTERNAL)
-        send_all(conn, reply)
+            send_all(conn, ipc.encode_error(exc))
+            return
+        dispatch(conn, method, params, handlers, stream_handlers)
     except Exception:
         logger.exception("IPC connection failed")
     finally:
+        close_quietly(conn)
+
+
+def dispatch(conn: socket.socket, method: str, params: dict[str, Any], handlers: Handlers,
+             stream_handlers: StreamHandlers) -> None:
+    """Run the verb's handler for an already validated request and answer (not closing)."""
+    try:
+        stream = stream_handlers.get(method)
+        if stream is not None:
+            stream(params, conn)
+            return
+        handler = handlers.get(method)
+        if handler is None:
+            raise errors.not_implemented(method)
+        reply = ipc.encode_result(handler(params))
+    except errors.PpzError as exc:
+        reply = ipc.encode_error(exc)
+    except Exception:
+        logger.exception("IPC handler failed")
+        reply = ipc.encode_error(INTERNAL)
+    send_all(conn, reply)
+
+
+def dispatch_and_close(conn: socket.socket, method: str, params: dict[str, Any], handlers: Handlers,
+                       stream_handlers: StreamHandlers) -> None:
+    try:
+        conn.setblocking(True)
+        dispatch(conn, method, params, handlers, stream_handlers)
+    except Exception:
+        logger.exception("IPC connection failed")
+    finally:
+        close_quietly(conn)
+
+
+def close_quietly(conn: socket.socket) -> None:
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = conn.fileno()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)
+
+
+async def read_request_line_async(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The request line without its newline, read without blocking the loop.
+
+    Like ``ipc.read_request_line``: peeks and consumes only up to the newline, so bytes the
+    client sends later (a follow's "client gone" signal) stay in the socket.
+    """
+    buf = bytearray()
+    while True:
         try:
-            conn.close()
-        except OSError:
-            pass
+            chunk = conn.recv(min(65536, ipc.MAX_REQUEST_BYTES - len(buf)), socket.MSG_PEEK)
+        except BlockingIOError:
+            await _readable(loop, conn)
+            continue
+        if not chunk:
+            raise ipc.RequestIncomplete(f"EOF after {len(buf)} bytes without a newline")
+        end = chunk.find(b"\n")
+        want = len(chunk) if end < 0 else end + 1
+        buf += conn.recv(want)
+        if end >= 0:
+            return bytes(buf[:-1])
+        if len(buf) >= ipc.MAX_REQUEST_BYTES:
+            raise ipc.RequestTooLarge()
 
 
 class IpcAcceptorActor(pykka.ThreadingActor):
-    """Owns the listening socket; hands each connection to its own thread."""
+    """Owns the listening socket.
+
+    With a ``loop_thread`` the listener is served on that asyncio loop: requests are read and
+    validated there, fast handlers (``Send`` on a warm path) answer there without a thread,
+    and everything else runs on a thread of its own. Without one, an accept thread hands each
+    connection to a thread.
+    """
 
     use_daemon_thread = True
 
@@ -79,18 +156,27 @@ class IpcAcceptorActor(pykka.ThreadingActor):
         self,
         *,
         listener: socket.socket,
-        handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]],
-        stream_handlers: dict[str, Callable[[dict[str, Any], socket.socket], None]],
+        handlers: Handlers,
+        stream_handlers: StreamHandlers,
+        fast_handlers: FastHandlers | None = None,
+        loop_thread: LoopThread | None = None,
     ) -> None:
         super().__init__()
         self._listener = listener
         self._handlers = handlers
         self._stream_handlers = stream_handlers
+        self._fast = fast_handlers or {}
+        self._loop_thread = loop_thread
         self._closing = threading.Event()
+        self._task: concurrent.futures.Future[None] | None = None
         self._thread = threading.Thread(target=self._accept_loop, name="ppz-ipc-accept", daemon=True)
 
     def on_start(self) -> None:
-        self._thread.start()
+        if self._loop_thread is not None:
+            self._listener.setblocking(False)
+            self._task = self._loop_thread.submit(self._accept_async())
+        else:
+            self._thread.start()
         logger.debug("IPC acceptor started")
 
     def on_stop(self) -> None:
@@ -98,16 +184,23 @@ class IpcAcceptorActor(pykka.ThreadingActor):
         logger.debug("IPC acceptor stopped")
 
     def close(self) -> None:
-        """Stop accepting: close the listener (the accept thread then ends)."""
+        """Stop accepting: close the listener (the accept thread or task then ends)."""
         if self._closing.is_set():
             return
         self._closing.set()
+        if self._task is not None and self._loop_thread is not None:
+            self._loop_thread.loop.call_soon_threadsafe(self._task.cancel)
+            try:
+                self._task.result(2.0)
+            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
+                pass
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self._listener.close()
-        self._thread.join(2.0)
+        if self._thread.is_alive():
+            self._thread.join(2.0)
 
     def _accept_loop(self) -> None:
         while not self._closing.is_set():
@@ -117,6 +210,7 @@ class IpcAcceptorActor(pykka.ThreadingActor):
                 if self._closing.is_set():
                     return
                 logger.warning("accept failed", exc_info=True)
+                time.sleep(0.01)
                 continue
             threading.Thread(
                 target=serve_connection,
@@ -124,3 +218,64 @@ class IpcAcceptorActor(pykka.ThreadingActor):
                 name="ppz-ipc-conn",
                 daemon=True,
             ).start()
+
+    async def _accept_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closing.is_set():
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except asyncio.CancelledError:
+                raise
+            except OSError:
+                if self._closing.is_set():
+                    return
+                logger.warning("accept failed", exc_info=True)
+                await asyncio.sleep(0.01)
+                continue
+            loop.create_task(self._serve_async(loop, conn))
+
+    async def _serve_async(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        handed_off = False
+        try:
+            conn.setblocking(False)
+            try:
+                line = await read_request_line_async(loop, conn)
+            except ipc.RequestTooLarge as exc:
+                await self._reply(loop, conn, ipc.encode_error(exc))
+                return
+            except (ipc.RequestIncomplete, OSError):
+                return
+            try:
+                method, raw = ipc.decode_request(line)
+                params = verbs.check_params(method, raw)
+                fast = self._fast.get(method)
+                reply = await fast(params) if fast is not None else None
+            except errors.PpzError as exc:
+                await self._reply(loop, conn, ipc.encode_error(exc))
+                return
+            except Exception:
+                logger.exception("IPC handler failed")
+                await self._reply(loop, conn, ipc.encode_error(INTERNAL))
+                return
+            if reply is not None:
+                await self._reply(loop, conn, ipc.encode_result(reply))
+                return
+            handed_off = True
+            threading.Thread(
+                target=dispatch_and_close,
+                args=(conn, method, params, self._handlers, self._stream_handlers),
+                name="ppz-ipc-conn",
+                daemon=True,
+            ).start()
+        except Exception:
+            logger.exception("IPC connection failed")
+        finally:
+            if not handed_off:
+                close_quietly(conn)
+
+    @staticmethod
+    async def _reply(loop: asyncio.AbstractEventLoop, conn: socket.socket, data: bytes) -> None:
+        try:
+            await asyncio.wait_for(loop.sock_sendall(conn, data), 30.0)
+        except (OSError, TimeoutError):
+            pass

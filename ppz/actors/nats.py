@@ -305,7 +305,7 @@ class NatsActor(pykka.ThreadingActor):
             inst is not None
             and inst.nc.is_connected
             and snap is not None
-            and (inst.exp, inst.gen) == (snap.exp, snap.generation)
+            and ((inst.exp, inst.gen) == (snap.exp, snap.generation) or self._rotation_in_hand(inst))
         ):
             return
         if snap is None or not snap.jwt or not snap.seed:
@@ -326,6 +326,12 @@ class NatsActor(pykka.ThreadingActor):
         self._dial_error = None
         self._swap(caller, _Installed(nc=nc, nc_id=nc_id, exp=snap.exp, gen=snap.generation))
         self._arm_presence()
+
+    def _rotation_in_hand(self, inst: _Installed) -> bool:
+        """An in-place rotation to the newest credential is scheduled (the 2 s spacing) and the
+        installed connection's own credential is still valid: rebuilding now would swap a
+        healthy connection (closing every follow) only to rotate it a moment later."""
+        return self._rotation_pending and inst.exp > time.time() + 1.0
 
     def swap_to_nothing(self, caller: str) -> None:
         """Replace the installed connection by nothing (logout, credentials gone)."""
@@ -563,7 +569,6 @@ class NatsActor(pykka.ThreadingActor):
             return
         self._record("rotate", caller="OnRefreshed-callback", nc_id=inst.nc_id, jwt_exp=snap.exp,
                      reason="in-place reconnect")
-        self._last_rotation_at = time.monotonic()
         self._rotating_nc_id = inst.nc_id
         try:
             ok = self._loop.run(self._force_reconnect(inst), ROTATE_WAIT + 1.0)
@@ -572,6 +577,9 @@ class NatsActor(pykka.ThreadingActor):
             ok = False
         finally:
             self._rotating_nc_id = ""
+            # Spacing counts from the end of a rotation: nats-py sleeps its reconnect wait when
+            # a server was connected to less than that long ago.
+            self._last_rotation_at = time.monotonic()
         if ok and self._installed is inst:
             inst.exp, inst.gen = snap.exp, snap.generation
             self._publish()
@@ -582,12 +590,18 @@ class NatsActor(pykka.ThreadingActor):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
         self._rotation_waiters[inst.nc_id] = waiter
+        options = inst.nc.options
+        saved_wait = options["reconnect_time_wait"]
+        # The server is healthy: reconnect at once rather than after the client's reconnect
+        # wait (nats-py applies it when the last connect to that server is recent).
+        options["reconnect_time_wait"] = 0
         try:
             await inst.nc.force_reconnect()
             return await asyncio.wait_for(waiter, ROTATE_WAIT)
         except TimeoutError:
             return False
         finally:
+            options["reconnect_time_wait"] = saved_wait
             self._rotation_waiters.pop(inst.nc_id, None)
 
     def _fallback_rebuild(self) -> None:

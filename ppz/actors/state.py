@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import pykka
@@ -31,10 +32,19 @@ _FORGOTTEN: tuple[Any, Any] = ("forgotten", "forgotten")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StateView:
-    """Immutable snapshot of the identity, published for request threads."""
+    """Immutable snapshot of the identity and what target resolution reads, published for
+    request handlers (the hot path reads it instead of asking the actor)."""
 
     creds: Credentials | None = None
     login_check: str = ""
+    current: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    namespace: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    known: frozenset[str] = frozenset()
+    manifolds: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def session(self, session: str) -> SessionView:
+        key = session_key(session)
+        return SessionView(current=self.current.get(key, ""), namespace=self.namespace.get(key, ""))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +123,14 @@ class StateActor(pykka.ThreadingActor):
     # --- views ------------------------------------------------------------------------------
 
     def _publish(self) -> None:
-        self._view_box.value = StateView(creds=self._creds, login_check=self._login_check)
+        self._view_box.value = StateView(
+            creds=self._creds,
+            login_check=self._login_check,
+            current=MappingProxyType(dict(self._current)),
+            namespace=MappingProxyType(dict(self._namespace)),
+            known=frozenset(self._known),
+            manifolds=MappingProxyType(dict(self._manifolds)),
+        )
 
     def view(self) -> StateView:
         return self._view_box.value
@@ -293,6 +310,7 @@ class StateActor(pykka.ThreadingActor):
             self._note_own_write(current=True)
         self._current = updated
         self._legacy_pending = False
+        self._publish()
 
     def set_namespace(self, session: str, namespace: str) -> None:
         key = session_key(session)
@@ -306,6 +324,7 @@ class StateActor(pykka.ThreadingActor):
         except OSError as exc:
             raise errors.PpzError(errors.E_INTERNAL, f"cannot write namespace.json: {exc}") from None
         self._namespace = updated
+        self._publish()
 
     # --- source caches ------------------------------------------------------------------------
 
@@ -316,6 +335,7 @@ class StateActor(pykka.ThreadingActor):
             s.handle: tuple(sorted(set(names.auto_pipes(s.kind)) | set(s.pipes))) for s in sources
         }
         self._completion_loaded = True
+        self._publish()
 
     def remember(self, handle: str, manifold: str, kind: str = "") -> None:
         self._known.add(handle)
@@ -326,11 +346,13 @@ class StateActor(pykka.ThreadingActor):
         if self._completion_loaded and kind:
             existing = set(self._completion.get(handle, ()))
             self._completion[handle] = tuple(sorted(existing | set(names.auto_pipes(kind))))
+        self._publish()
 
     def forget_handle(self, handle: str) -> None:
         self._known.discard(handle)
         self._manifolds.pop(handle, None)
         self._completion.pop(handle, None)
+        self._publish()
 
     def is_known(self, handle: str) -> bool:
         return handle in self._known
@@ -345,6 +367,7 @@ class StateActor(pykka.ThreadingActor):
     def remember_known(self, handle: str) -> None:
         """Connect to an existing source: the handle is known, its manifold and kind are not."""
         self._known.add(handle)
+        self._publish()
 
     # --- completion single-flight (ipc.md §7.21) ------------------------------------------------
 

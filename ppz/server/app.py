@@ -1,5 +1,11 @@
 """``ppz-server serve``: start-up, serving and shutdown of the reference server
-(spec/server-api.md §5.3, §6)."""
+(spec/server-api.md §5.3, §6).
+
+Two ways to run NATS: a ``nats-server`` child on ``PPZ_NATS_ADDR`` (the default), or, with
+``PPZ_NATS_EXTERNAL=1``, an external server or JetStream cluster at ``PPZ_NATS_URLS`` whose nodes
+trust our operator (``ppz-server nats-config``; docs/operations.md). Either way the server pushes
+account JWTs through the system account and manages streams as each tenant's server user.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from types import FrameType
 import ppz
 from ppz.server.apikeys import KeyVerifier
 from ppz.server.httpapi import ApiServer
-from ppz.server.natsctl import NatsControl
+from ppz.server.natsctl import NatsControl, NatsControlError
 from ppz.server.natsproc import NatsServerProcess
 from ppz.server.service import ControlPlane
 from ppz.server.settings import Settings, connect_host, prepare_data_dir
@@ -24,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 DB_NAME = "ppz-server.db"
 TRUST_NAME = "trust.json"
+# With an external NATS: how long start-up waits for a server to accept the system user, and
+# then for JetStream (in a cluster: a meta leader) before serving HTTP anyway.
+EXTERNAL_CONNECT_SECONDS = 30.0
+EXTERNAL_JETSTREAM_SECONDS = 30.0
 
 
 def server_version() -> str:
@@ -63,17 +73,21 @@ def serve(settings: Settings) -> int:
         prepare_data_dir(settings.data_dir)
         store = Store(settings.data_dir / DB_NAME)
         trust = load_or_create_trust(settings.data_dir / TRUST_NAME, int(time.time()))
-        child = NatsServerProcess(
-            binary=settings.nats_server_bin,
-            data_dir=settings.data_dir,
-            host=settings.nats_host,
-            port=settings.nats_port,
-            trust=trust,
-        )
-        child.start()
-        control = NatsControl(settings.nats_connect_url)
+        if not settings.nats_external:
+            child = NatsServerProcess(
+                binary=settings.nats_server_bin,
+                data_dir=settings.data_dir,
+                host=settings.nats_host,
+                port=settings.nats_port,
+                trust=trust,
+            )
+            child.start()
+        control = NatsControl(settings.nats_dial_urls)
         control.start()
-        control.run(control.connect_system(trust.system_user_jwt, trust.system_user_seed))
+        if settings.nats_external:
+            _connect_external(control, settings, trust.system_user_jwt, trust.system_user_seed)
+        else:
+            control.run(control.connect_system(trust.system_user_jwt, trust.system_user_seed))
         tenants = Tenants(store=store, trust=trust, nats=control, replicas=settings.stream_replicas)
         control.on_system_reconnected = tenants.repush_all
         pushed = tenants.push_all()
@@ -83,19 +97,20 @@ def serve(settings: Settings) -> int:
             tenants=tenants,
             verifier=KeyVerifier(store),
             jwt_ttl=settings.jwt_ttl,
-            nats_public_url=settings.nats_public_url,
+            nats_public_url=settings.advertised_nats_url,
             nats_port=settings.nats_port,
             default_nats_host=connect_host(settings.nats_host),
         )
         http = ApiServer(settings.http_host, settings.http_port, plane, server_version())
         http.serve_in_thread()
         logger.info(
-            "ppz-server %s serving HTTP on %s:%d, NATS on %s:%d (data %s)",
+            "ppz-server %s serving HTTP on %s:%d, NATS %s (data %s)",
             server_version(),
             settings.http_host,
             http.server_address[1],
-            settings.nats_host,
-            settings.nats_port,
+            ("external at " + ",".join(settings.nats_urls))
+            if settings.nats_external
+            else f"on {settings.nats_host}:{settings.nats_port}",
             settings.data_dir,
         )
         while True:
@@ -108,6 +123,37 @@ def serve(settings: Settings) -> int:
         return 1
     finally:
         _shutdown(http, control, child, store)
+
+
+def _connect_external(control: NatsControl, settings: Settings, user_jwt: str, seed: str) -> None:
+    """Connect the system user to the external NATS and wait for JetStream. An authorization
+    failure almost always means the servers were configured for another operator."""
+    logger.info("connecting to the external NATS at %s", ",".join(settings.nats_urls))
+    try:
+        control.run(
+            control.connect_system(user_jwt, seed, timeout=EXTERNAL_CONNECT_SECONDS),
+            timeout=EXTERNAL_CONNECT_SECONDS + 5.0,
+        )
+    except NatsControlError as exc:
+        if "authorization" in str(exc).lower():
+            raise NatsControlError(
+                f"{exc} (do the NATS servers trust this server's operator? Generate their "
+                f"configuration with `ppz-server nats-config` from {settings.data_dir / TRUST_NAME})"
+            ) from exc
+        raise
+    ready, why, size = control.run(
+        control.wait_jetstream(EXTERNAL_JETSTREAM_SECONDS), timeout=EXTERNAL_JETSTREAM_SECONDS + 10.0
+    )
+    if not ready:
+        logger.warning("serving before JetStream is ready: %s", why)
+    elif size < settings.stream_replicas:
+        logger.warning(
+            "PPZ_STREAM_REPLICAS=%d, but the JetStream cluster has %d server(s): creating streams will fail",
+            settings.stream_replicas,
+            size,
+        )
+    else:
+        logger.info("JetStream ready (%d server(s) in the meta group)", size)
 
 
 def _shutdown(

@@ -1,4 +1,5 @@
-"""``ppz-server``: ``serve`` and ``add-key`` (spec/server-api.md §6)."""
+"""``ppz-server``: ``serve``, ``add-key`` (spec/server-api.md §6) and ``nats-config``
+(a cluster node's nats-server configuration; docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,58 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from ppz import names
 from ppz.errors import EXIT_USAGE
 from ppz.server.apikeys import create_key
-from ppz.server.app import DB_NAME, serve
+from ppz.server.app import DB_NAME, TRUST_NAME, serve
 from ppz.server.natsbin import nats_server_bin
-from ppz.server.settings import Settings, SettingsError, data_dir, prepare_data_dir, rfc3339
+from ppz.server.natsconf import DEFAULT_CLUSTER_NAME, ClusterNode, render_node_config, route_url
+from ppz.server.settings import (
+    Settings,
+    SettingsError,
+    data_dir,
+    parse_addr,
+    parse_flag,
+    prepare_data_dir,
+    rfc3339,
+)
 from ppz.server.store import Store
+from ppz.server.trust import load_or_create_trust
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppz-server", description="ppz reference server")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the HTTP API and the NATS server until SIGTERM/SIGINT")
+    commands.add_parser(
+        "serve", help="run the HTTP API (and the nats-server child unless PPZ_NATS_EXTERNAL=1) until SIGTERM/SIGINT"
+    )
     add_key = commands.add_parser("add-key", help="create an API key and print it on stdout")
     add_key.add_argument("--account", required=True, help="account name (created if missing)")
     add_key.add_argument("--user", default="admin", help="principal name (default: admin)")
+    conf = commands.add_parser(
+        "nats-config",
+        help="print the nats-server configuration of one JetStream cluster node trusting this server",
+        description="Print the nats-server configuration of one node of a JetStream cluster for "
+        "`ppz-server serve` with PPZ_NATS_EXTERNAL=1. It trusts the operator of "
+        "$PPZ_SERVER_DATA/trust.json (minted now if missing). Run it once per node.",
+    )
+    conf.add_argument("--name", required=True, help="unique server_name of the node, e.g. n1")
+    conf.add_argument(
+        "--routes",
+        required=True,
+        action="append",
+        help="cluster routes host:port, comma-separated or repeated; may include the node itself",
+    )
+    conf.add_argument("--store-dir", required=True, help="the node's JetStream and resolver directory")
+    conf.add_argument("--listen", default="0.0.0.0:4222", help="client listen address (default 0.0.0.0:4222)")
+    conf.add_argument(
+        "--cluster-listen", default="0.0.0.0:6222", help="route listen address (default 0.0.0.0:6222)"
+    )
+    conf.add_argument("--cluster-name", default=DEFAULT_CLUSTER_NAME, help="cluster name (default ppz)")
+    conf.add_argument("--monitor", default="", help="monitoring HTTP listen address host:port (default: off)")
+    conf.add_argument("--output", "-o", default="", help="write to this file instead of stdout")
     return parser
 
 
@@ -47,10 +83,37 @@ def add_key(account: str, user: str) -> int:
     return 0
 
 
+def nats_config(args: argparse.Namespace) -> int:
+    try:
+        node = ClusterNode(
+            name=args.name,
+            listen=parse_addr(args.listen, "--listen"),
+            cluster_listen=parse_addr(args.cluster_listen, "--cluster-listen"),
+            routes=tuple(route_url(r) for arg in args.routes for r in arg.split(",") if r.strip()),
+            store_dir=Path(os.path.expanduser(args.store_dir)).absolute(),
+            cluster_name=args.cluster_name,
+            monitor=parse_addr(args.monitor, "--monitor") if args.monitor else None,
+        )
+        node.check()
+    except SettingsError as exc:
+        print(f"ppz-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = data_dir()
+    prepare_data_dir(directory)
+    text = render_node_config(node, load_or_create_trust(directory / TRUST_NAME, int(time.time())))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "add-key":
         return add_key(args.account, args.user)
+    if args.command == "nats-config":
+        return nats_config(args)
     level = logging.getLevelName(os.environ.get("PPZ_SERVER_LOG_LEVEL", "INFO").upper())
     logging.basicConfig(
         stream=sys.stderr,
@@ -58,11 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = Settings.from_env(nats_server_bin=nats_server_bin())
+        settings = Settings.from_env(nats_server_bin="" if _external() else nats_server_bin())
+        problem = settings.deployment_error()
+        if problem:
+            raise SettingsError(problem)
     except (SettingsError, FileNotFoundError) as exc:
         print(f"ppz-server: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return serve(settings)
+
+
+def _external() -> bool:
+    """``PPZ_NATS_EXTERNAL`` is on (then no nats-server binary is needed); an invalid value is
+    reported by ``Settings.from_env``."""
+    try:
+        return parse_flag(os.environ.get("PPZ_NATS_EXTERNAL", ""), "PPZ_NATS_EXTERNAL")
+    except SettingsError:
+        return False
 
 
 if __name__ == "__main__":

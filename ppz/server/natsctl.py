@@ -2,7 +2,8 @@
 
 One connection as the system-account user (claims pushes) and one per tenant as its server user
 (JetStream stream management). HTTP threads run coroutines here with :meth:`NatsControl.run`.
-Every connection reconnects forever, so a restarted ``nats-server`` child is picked up again.
+Every connection knows every server URL (the child's, or all of an external cluster's) and
+reconnects forever, so a restarted ``nats-server`` child or a cluster node's failure is picked up.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CONNECT_TIMEOUT = 5.0
 RECONNECT_WAIT = 0.1
 PROBE_SECONDS = 5.0
 PROBE_INTERVAL = 0.1
+JSZ_PING = "$SYS.REQ.SERVER.PING.JSZ"
 JS_STREAM_NAME_IN_USE = 10058
 JS_STREAM_NOT_FOUND = 10059
 
@@ -59,11 +61,29 @@ def _credential_callbacks(user_jwt: str, seed: str) -> dict[str, Any]:
     return {"user_jwt_cb": jwt_cb, "signature_cb": signature_cb}
 
 
+def jetstream_state(jsz: dict[str, Any]) -> tuple[bool, str, int]:
+    """``(ready, why not, cluster size)`` from one server's ``JSZ`` ping reply: JetStream is
+    enabled and, in a cluster, the meta group has a leader (without one no stream can be
+    created). The size is 1 for a server outside any cluster."""
+    server = jsz.get("server") or {}
+    data = jsz.get("data") or {}
+    name = server.get("name") or "?"
+    if jsz.get("error") or not server.get("jetstream") or data.get("disabled") or not data.get("config"):
+        return False, f"JetStream is not enabled on {name}", 0
+    meta = data.get("meta_cluster")
+    if not meta:
+        return True, "", 1
+    size = int(meta.get("cluster_size") or 0)
+    if not meta.get("leader"):
+        return False, f"the JetStream cluster {meta.get('name') or ''!s} has no meta leader yet (asked {name})", size
+    return True, "", size
+
+
 class NatsControl:
     """Owns the event loop thread and the server's NATS connections."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, urls: str | list[str]) -> None:
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
         self._system: NATS | None = None
@@ -118,8 +138,12 @@ class NatsControl:
         user_jwt: str,
         seed: str,
         on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        timeout: float = CONNECT_TIMEOUT,
     ) -> NATS:
+        last_error: list[str] = []
+
         async def error_cb(exc: Exception) -> None:
+            last_error[:] = [str(exc) or type(exc).__name__]
             logger.debug("nats connection %s: %s", name, exc)
 
         async def disconnected_cb() -> None:
@@ -134,7 +158,7 @@ class NatsControl:
         try:
             await asyncio.wait_for(
                 nc.connect(
-                    self.url,
+                    self.urls,
                     name=name,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
@@ -144,24 +168,50 @@ class NatsControl:
                     reconnected_cb=reconnected_cb,
                     **_credential_callbacks(user_jwt, seed),
                 ),
-                CONNECT_TIMEOUT,
+                timeout,
             )
-        except BaseException:
+        except BaseException as exc:
             try:
                 await asyncio.wait_for(nc.close(), 1.0)
             except Exception:  # noqa: BLE001
                 pass
+            if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+                raise NatsControlError(
+                    f"cannot connect to {', '.join(self.urls)} within {timeout:.0f}s"
+                    + (f": {last_error[0]}" if last_error else "")
+                ) from None
             raise
         return nc
 
-    async def connect_system(self, user_jwt: str, seed: str) -> None:
-        """Connect as the system-account user (claims pushes)."""
+    async def connect_system(self, user_jwt: str, seed: str, timeout: float = CONNECT_TIMEOUT) -> None:
+        """Connect as the system-account user (claims pushes), trying for up to ``timeout``."""
 
         async def reconnected() -> None:
             if self.on_system_reconnected is not None:
                 await self.on_system_reconnected()
 
-        self._system = await self._connect("ppz-server-system", user_jwt, seed, reconnected)
+        self._system = await self._connect("ppz-server-system", user_jwt, seed, reconnected, timeout)
+
+    async def jetstream_ready(self) -> tuple[bool, str, int]:
+        """Ask one server for its JetStream state (``$SYS.REQ.SERVER.PING.JSZ`` as the system
+        user); see :func:`jetstream_state`."""
+        if self._system is None:
+            raise NatsControlError("no system connection")
+        try:
+            msg = await self._system.request(JSZ_PING, b"{}", timeout=REQUEST_TIMEOUT)
+        except (nats.errors.Error, TimeoutError) as exc:
+            return False, f"no JetStream server answered: {exc!r}", 0
+        return jetstream_state(json.loads(msg.data or b"{}"))
+
+    async def wait_jetstream(self, seconds: float) -> tuple[bool, str, int]:
+        """Poll :meth:`jetstream_ready` until ready or ``seconds`` passed; the last state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            state = await self.jetstream_ready()
+            if state[0] or loop.time() + PROBE_INTERVAL >= deadline:
+                return state
+            await asyncio.sleep(PROBE_INTERVAL)
 
     async def connect_tenant(self, account_id: str, name: str, user_jwt: str, seed: str) -> None:
         """Connect (or reconnect) as a tenant's server user."""

@@ -22,12 +22,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ppz.server.natsconf import MAX_CONTROL_LINE, render_config
 from ppz.server.settings import connect_host
 from ppz.server.trust import Trust
 
+# render_config and MAX_CONTROL_LINE live in natsconf; re-exported for existing callers.
+__all__ = ["MAX_CONTROL_LINE", "NatsServerProcess", "NatsStartError", "nats_answers", "render_config"]
+
 logger = logging.getLogger(__name__)
 
-MAX_CONTROL_LINE = 32768
 STOP_GRACE_SECONDS = 5.0
 RESPAWN_DELAY = 0.05
 RESPAWN_DELAY_MAX = 2.0
@@ -38,34 +41,6 @@ PR_SET_PDEATHSIG = 1
 
 class NatsStartError(RuntimeError):
     """The child could not be started or did not accept connections in time."""
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_config(*, host: str, port: int, data_dir: Path, operator_jwt_path: Path, trust: Trust) -> str:
-    """The nats-server configuration: operator mode, full resolver, JetStream under the data
-    directory."""
-    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return "\n".join(
-        [
-            f"listen: {_quote(listen)}",
-            f"max_control_line: {MAX_CONTROL_LINE}",
-            f"jetstream {{ store_dir: {_quote(str(data_dir / 'jetstream'))} }}",
-            f"operator: {_quote(str(operator_jwt_path))}",
-            f"system_account: {_quote(trust.system_account_key)}",
-            "resolver: {",
-            "  type: full",
-            f"  dir: {_quote(str(data_dir / 'resolver'))}",
-            "  allow_delete: false",
-            "}",
-            "resolver_preload: {",
-            f"  {_quote(trust.system_account_key)}: {_quote(trust.system_account_jwt)}",
-            "}",
-            "",
-        ]
-    )
 
 
 def _death_signal_preexec() -> Callable[[], None] | None:

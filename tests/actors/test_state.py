@@ -166,7 +166,7 @@ def test_credentials_gone_on_disk_logs_out_and_tells_the_peers(rig: Rig, gone: s
     else:
         put(rig.home.credentials, "" if gone == "truncated" else " \n\t ")
     rig.poll()
-    assert rig.view == StateView(creds=None, login_check="")
+    assert (rig.view.creds, rig.view.login_check) == (None, "")
     assert rig.identity_calls() == CREDS_GONE
     rig.peers.on_logged_out.assert_called_once_with()
     assert not rig.caches_warm()
@@ -197,7 +197,7 @@ def test_identity_change_on_disk_swaps_to_nothing_and_kicks_the_connect_loop(
     new = replace(CREDS, **changed)
     put_json(rig.home.credentials, new.to_json())
     rig.poll()
-    assert rig.view == StateView(creds=new, login_check="")
+    assert (rig.view.creds, rig.view.login_check) == (new, "")
     assert rig.identity_calls() == creds_changed(new.account_id)
     rig.peers.on_logged_out.assert_not_called()
     assert not rig.caches_warm()
@@ -319,7 +319,7 @@ NEW_LOGIN = Credentials(url="http://127.0.0.1:8080", api_key="ppz_fedcba98765432
 def test_install_logins_own_write_does_not_reload(rig: Rig) -> None:
     assert rig.proxy.install_login(NEW_LOGIN).get() == ACCT
     rig.poll()
-    assert rig.view == StateView(creds=NEW_LOGIN, login_check="ok")
+    assert (rig.view.creds, rig.view.login_check) == (NEW_LOGIN, "ok")
     assert rig.peers.mock_calls == []
     assert read_json(rig.home.credentials) == NEW_LOGIN.to_json()
 
@@ -368,7 +368,7 @@ def test_install_login_installs_resets_caches_and_marks_the_login_ok(rig: Rig) -
     rig.proxy.set_login_check("invalid").get()
     previous = rig.proxy.install_login(NEW_LOGIN).get()
     assert previous == ACCT
-    assert rig.view == StateView(creds=NEW_LOGIN, login_check="ok")
+    assert (rig.view.creds, rig.view.login_check) == (NEW_LOGIN, "ok")
     assert not rig.caches_warm()
     assert rig.session().current == "alice"  # a login does not touch the sessions
 
@@ -383,7 +383,7 @@ def test_install_login_that_cannot_write_changes_nothing(rig: Rig) -> None:
     with pytest.raises(errors.PpzError) as caught:
         rig.proxy.install_login(NEW_LOGIN).get()
     assert caught.value.code == errors.E_INTERNAL
-    assert rig.view == StateView(creds=CREDS, login_check="ok")
+    assert (rig.view.creds, rig.view.login_check) == (CREDS, "ok")
     assert rig.caches_warm()
     assert sorted(p.name for p in rig.home.root.iterdir()) == ["credentials", "current.json"]
 
@@ -391,7 +391,7 @@ def test_install_login_that_cannot_write_changes_nothing(rig: Rig) -> None:
 def test_persist_credentials_keeps_login_check_and_caches(rig: Rig) -> None:
     rotated = CREDS.with_nats("eyJ.jwt-two", "SUA-seed-two", account_name="alpha-renamed")
     assert rig.proxy.persist_credentials(rotated).get() == ""
-    assert rig.view == StateView(creds=rotated, login_check="ok")
+    assert (rig.view.creds, rig.view.login_check) == (rotated, "ok")
     assert rig.caches_warm()
     assert read_json(rig.home.credentials) == rotated.to_json()
 
@@ -425,7 +425,7 @@ def test_logout_deletes_the_logout_files_and_keeps_namespace_json(rig: Rig) -> N
     rig.proxy.set_namespace("sid-7", "team-a").get()
     assert rig.proxy.logout().get() == []
     assert sorted(p.name for p in home.root.iterdir()) == ["namespace.json"]
-    assert rig.view == StateView(creds=None, login_check="")
+    assert (rig.view.creds, rig.view.login_check) == (None, "")
     assert rig.session("sid-7") == SessionView(current="", namespace="team-a")
     assert rig.session() == SessionView()
     assert not rig.caches_warm()

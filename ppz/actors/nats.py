@@ -111,6 +111,11 @@ def classify_dial_error(text: str) -> errors.PpzError:
     return errors.PpzError(errors.E_NATS_UNREACHABLE)
 
 
+def _lost_during_connect(text: str) -> bool:
+    lowered = text.lower()
+    return "connection lost" in lowered or "reset" in lowered or "unexpected eof" in lowered
+
+
 def server_urls(url: str) -> list[str]:
     """All comma-separated servers of a NATS URL."""
     return [u.strip() for u in url.split(",") if u.strip()]
@@ -314,9 +319,17 @@ class NatsActor(pykka.ThreadingActor):
             raise self._dial_error
         self._dials += 1
         nc_id = f"nc-{self._pid}-{self._dials}"
+        servers = server_urls(self._url)
+        budget = CONNECT_TIMEOUT * max(1, len(servers)) + 3.0
         try:
-            nc = self._loop.run(self._dial(server_urls(self._url), nc_id),
-                                CONNECT_TIMEOUT * max(1, len(server_urls(self._url))) + 3.0)
+            try:
+                nc = self._loop.run(self._dial(servers, nc_id), budget)
+            except Exception as exc:  # noqa: BLE001
+                if not _lost_during_connect(str(exc)):
+                    raise
+                # The server may have refused the CONNECT line and closed before its -ERR was
+                # read: dial once more, verbosely, to learn (and report) the real reason.
+                nc = self._loop.run(self._dial(servers, nc_id, verbose=True), budget)
         except Exception as exc:  # noqa: BLE001 - every dial failure is classified
             text = str(exc) or type(exc).__name__
             logger.warning("NATS dial %s failed: %s", nc_id, text)
@@ -451,7 +464,7 @@ class NatsActor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             pass
 
-    async def _dial(self, servers: list[str], nc_id: str) -> NatsClient:
+    async def _dial(self, servers: list[str], nc_id: str, verbose: bool = False) -> NatsClient:
         nc = NatsClient()
         dial_errors: list[str] = []
         dialling = True
@@ -504,6 +517,10 @@ class NatsActor(pykka.ThreadingActor):
                 ping_interval=PING_INTERVAL,
                 max_outstanding_pings=MAX_PINGS_OUT,
                 no_echo=False,
+                # Verbose: nats-py then reads the server's answer to CONNECT before its PING,
+                # so a refused CONNECT ("maximum control line exceeded") is reported as such
+                # instead of as a lost connection. Only used to re-dial after such a loss.
+                verbose=verbose,
                 user_jwt_cb=self._jwt_cb,
                 signature_cb=self._sig_cb,
                 error_cb=error_cb,

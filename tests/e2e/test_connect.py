@@ -1,0 +1,124 @@
+"""The background connect loop and ensure-NATS against a server that misbehaves
+(spec/daemon.md §4, §5.5; behaviours 33–35), through the recording proxy of tests/httpproxy.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from daemonfixture import DaemonHome, wait_for
+from httpproxy import EXCHANGE, RecordingProxy
+from serverfixture import ServerProcess
+
+from ppz import errors
+from ppz.serverclient import ServerClient
+
+ROUTE = ("POST", EXCHANGE)
+
+
+@pytest.fixture
+def proxy(ppz_server: ServerProcess) -> Iterator[RecordingProxy]:
+    p = RecordingProxy(ppz_server.url).start()
+    yield p
+    p.stop()
+
+
+def exchanges(proxy: RecordingProxy) -> int:
+    return sum(1 for r in proxy.records if r.route == ROUTE)
+
+
+def logged_in(ppz_server: ServerProcess, h: DaemonHome, proxy: RecordingProxy) -> dict[str, Any]:
+    key = ppz_server.add_key("acme")
+    h.login(proxy.url, key)
+    status = h.wait_connected()
+
+    class Creds:
+        url, api_key, account_id = ppz_server.url, key, status["account_id"]
+
+    ServerClient().create_source(Creds, "bob", "message", "")
+    return {"key": key, "acct": status["account_id"]}
+
+
+def restart(h: DaemonHome, proxy: RecordingProxy) -> None:
+    out = h.ppz("daemon", "stop")
+    assert out.returncode == 0, out.stderr
+    proxy.records.clear()
+    out = h.ppz("daemon", "start")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_cold_exchange_503s_are_retried_until_connected(ppz_server: ServerProcess, ppz_home: DaemonHome,
+                                                       proxy: RecordingProxy) -> None:
+    logged_in(ppz_server, ppz_home, proxy)
+    proxy.fail[ROUTE] = [503, 503]
+    restart(ppz_home, proxy)
+    ppz_home.wait_connected(timeout=30)
+    assert exchanges(proxy) == 3
+
+
+@pytest.mark.timeout(60)
+def test_cold_exchange_401_stops_the_loop(ppz_server: ServerProcess, ppz_home: DaemonHome,
+                                         proxy: RecordingProxy) -> None:
+    logged_in(ppz_server, ppz_home, proxy)
+    proxy.fail[ROUTE] = [401, 401, 401, 401]
+    restart(ppz_home, proxy)
+    wait_for(lambda: exchanges(proxy) >= 1, timeout=10, what="the cold exchange")
+    wait_for(lambda: ppz_home.status().get("login_check") == "invalid", timeout=10, what="login check invalid")
+    seen = exchanges(proxy)
+    import time
+
+    time.sleep(5)  # the loop would have retried after 2 s and 4 s
+    assert exchanges(proxy) == seen
+    assert "nats_state" not in ppz_home.status()
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_verbs_share_one_cold_exchange(ppz_server: ServerProcess, ppz_home: DaemonHome,
+                                                 proxy: RecordingProxy) -> None:
+    logged_in(ppz_server, ppz_home, proxy)
+    proxy.delay[ROUTE] = 1.0
+    restart(ppz_home, proxy)
+    results: list[Any] = []
+
+    def send(i: int) -> None:
+        try:
+            results.append(ppz_home.call("Send", {"handle": "bob", "channel": "inbox", "payload": str(i),
+                                                  "session": "s"}))
+        except errors.PpzError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(r, dict) for r in results), results
+    assert exchanges(proxy) == 1
+    swaps = [e for e in ppz_home.events() if e["type"] == "swap"]
+    assert len({e["nc_id"] for e in swaps[-1:]}) == 1
+
+
+@pytest.mark.timeout(60)
+def test_empty_nats_url_fails_verbs_but_not_the_daemon(ppz_server: ServerProcess, home_factory: Any,
+                                                      proxy: RecordingProxy) -> None:
+    h = home_factory("h")
+    logged_in(ppz_server, h, proxy)
+    proxy.rewrite[ROUTE] = lambda body: {**body, "nats_url": ""}
+    restart(h, proxy)
+    wait_for(lambda: exchanges(proxy) >= 1, timeout=10, what="the cold exchange")
+    for verb, params in (("Send", {"handle": "bob", "channel": "inbox", "payload": "x"}),
+                         ("List", {})):
+        with pytest.raises(errors.PpzError) as info:
+            h.call(verb, params)
+        assert info.value.code == "E_NATS_UNREACHABLE"
+    assert h.status()["logged_in"] is True
+    assert "nats_url" not in h.home.credentials.read_text()
+    # PPZ_NATS_URL overrides the reply's (empty) nats_url.
+    h.ppz("daemon", "stop")
+    h.env["PPZ_NATS_URL"] = ppz_server.nats_url
+    h.ppz("daemon", "start")
+    h.wait_connected()
+    assert h.call("Send", {"handle": "bob", "channel": "inbox", "payload": "y"})["bytes"] == 1

@@ -573,17 +573,24 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     session = session_key(p["session"])
     cursors = CursorStore(sys.home)
 
+    noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
+
     def deliver(seq: int, data: bytes) -> None:
         env = decode_or_none(data)
         if env is not None:
             out.event("msg", read_message(env))
         if advancing:
-            cursors.advance(session, plan.cursor_key, seq, created)
+            noted[0] = max(noted[0], seq)
             if env is not None:
                 send_receipts(sys, view, plan.acct, reader, [env])
 
+    def flush() -> None:
+        if noted[0] > noted[1]:
+            cursors.advance(session, plan.cursor_key, noted[0], created)
+            noted[1] = noted[0]
+
     try:
-        follow_ref.proxy().set_sink(deliver).get()
+        follow_ref.proxy().set_sink(deliver, flush).get()
     except pykka.ActorDeadError:
         return  # evicted by a swap before it started: the client redials
     actor = follow_ref

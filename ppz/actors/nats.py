@@ -547,6 +547,10 @@ class NatsActor(pykka.ThreadingActor):
         heartbeats = self._heartbeats
 
         async def on_beat(msg: Any) -> None:
+            # A swapped-out connection lingers for a grace period: its beats (tagged with the
+            # account it was armed under) must not reach the cache once it is replaced.
+            if self._installed is not inst:
+                return
             handle = presence_handle(msg.subject)
             if not handle or heartbeats is None:
                 return

@@ -1433,10 +1433,31 @@ def run_fire(component: Any, argv: list[str], help_requested: bool) -> None:
         raise UsageError(f"ppz: incomplete command: {' '.join(argv)} (see 'ppz --help')")
 
 
+def help_argv(component: Any, argv: list[str]) -> list[str]:
+    """``--help`` anywhere: help for the command named by the leading words (``ppz send bob
+    --help`` → ``send --help``), so that Fire shows it and exits 0 (cli.md §1.1) instead of
+    complaining about the arguments given with it."""
+    words: list[str] = []
+    node = component
+    for token in argv:
+        if token.startswith("-") or token.startswith("_"):
+            break
+        attr = getattr(node, token.replace("-", "_"), None)
+        if attr is None:
+            break
+        words.append(token)
+        if isinstance(attr, types.MethodType):
+            break
+        node = attr
+    return [*words, "--help"]
+
+
 def dispatch(component: Any, argv: list[str]) -> None:
     """Normalise the flags, then run a complete command directly (Fire's import and parser
     cost ~25 ms, most of a command's run time) or leave everything else to Fire."""
     help_requested = any(a in ("--help", "-h") for a in argv)
+    if help_requested:
+        argv = help_argv(component, argv)
     argv = normalise_flags(component, argv)
     action = None if help_requested else bind_command(component, argv)
     if action is None:

@@ -1156,3 +1156,13 @@ def test_colour_only_on_a_tty_without_no_color(fake: FakeDaemon, capsys: pytest.
     assert f"{GREEN}online" in ppz(capsys, "who").out
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[" not in ppz(capsys, "read", "bob.inbox").out + ppz(capsys, "who").out
+
+
+@pytest.mark.parametrize("argv", [["send", "bob", "--help"], ["send", "bob", "hi", "-h"],
+                                  ["heartbeat", "x", "--once", "--help"]])
+def test_help_after_arguments_is_help_on_stdout_exit_0(argv: list[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "PPZ_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-m", "ppz.cli", *argv], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert f"ppz {argv[0]}" in out.stdout

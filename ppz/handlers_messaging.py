@@ -701,7 +701,6 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
     long = p["long"]
     entries = CursorStore(sys.home).load(session_key(p["session"]))
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
-    rows: list[tuple[str, str, Any, dict[str, Any] | None]] = []
     wanted: dict[str, int] = {}
     src_rows: list[tuple[Any, list[tuple[str, str, str]]]] = []
     for src in sources:
@@ -755,7 +754,6 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
         row["info"] = pipe_info(streams.get(stream), up.name, entries.get(key), long, up.created_by,
                                 payloads.get(stream))
         out_pipes.append(row)
-    del rows
     return {"sources": out_sources, "uncollared_pipes": out_pipes}
 
 

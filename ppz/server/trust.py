@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ppz.home import atomic_write
 from ppz.server import natsjwt
 
 logger = logging.getLogger(__name__)
@@ -101,27 +100,9 @@ def load_or_create_trust(path: Path, now: int) -> Trust:
         natsjwt.verify(trust.system_account_jwt, trust.operator_key)
         return trust
     trust = mint_trust(now)
-    write_private(path, json.dumps(asdict(trust), indent=2).encode())
+    atomic_write(path, json.dumps(asdict(trust), indent=2).encode(), unique=True)
     logger.info("minted a new NATS operator %s", trust.operator_key)
     return trust
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def tenant_account_name(account_name: str) -> str:

@@ -122,3 +122,80 @@ def test_empty_nats_url_fails_verbs_but_not_the_daemon(ppz_server: ServerProcess
     h.ppz("daemon", "start")
     h.wait_connected()
     assert h.call("Send", {"handle": "bob", "channel": "inbox", "payload": "y"})["bytes"] == 1
+
+
+class TcpForwarder:
+    """Listens on a fixed loopback port once started and forwards every connection to ``target``."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port, self.target = port, target
+        self.server: Any = None
+
+    def start(self) -> None:
+        import socket
+        import socketserver
+
+        target = self.target
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                upstream = socket.create_connection(target)
+
+                def pump(src: socket.socket, dst: socket.socket) -> None:
+                    try:
+                        while data := src.recv(65536):
+                            dst.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        for s in (src, dst):
+                            try:
+                                s.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+
+                t = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                t.start()
+                pump(self.request, upstream)
+                t.join(5)
+                upstream.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", self.port), Pipe)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.mark.timeout(90)
+def test_login_whose_dial_fails_still_succeeds_and_connects_later(ppz_server: ServerProcess, ppz_home: DaemonHome,
+                                                                 proxy: RecordingProxy) -> None:
+    from serverfixture import free_port
+
+    h = ppz_home
+    key = ppz_server.add_key("acme")
+    h.login(proxy.url, key)
+    first = h.wait_connected()
+    port = free_port()
+    host, nats_port = ppz_server.nats_addr.split(":")
+    forwarder = TcpForwarder(port, (host, int(nats_port)))
+    proxy.rewrite[ROUTE] = lambda body: {**body, "nats_url": f"nats://127.0.0.1:{port}"}
+    try:
+        out = h.ppz("login", proxy.url, "--apikey", key)
+        assert out.returncode == 0, out.stderr  # the exchange worked; the dial did not
+        status = h.status()
+        assert status["logged_in"] is True and "nats_state" not in status  # the old one was swapped out
+        swaps = [e for e in h.events() if e["type"] == "swap"]
+        assert swaps[-1]["caller"] == "handleLogin" and swaps[-1]["reason"].endswith("new=-")
+        forwarder.start()
+        # No command: the background connect loop dials again (2 s, 4 s, … backoff).
+        h.wait_connected(timeout=30)
+        assert h.status()["account_id"] == first["account_id"]
+    finally:
+        forwarder.stop()

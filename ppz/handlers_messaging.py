@@ -579,6 +579,8 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
         env = decode_or_none(data)
         if env is not None:
             out.event("msg", read_message(env))
+        if out.gone:
+            return  # not delivered: the cursor must not move past it
         if advancing:
             noted[0] = max(noted[0], seq)
             if env is not None:
@@ -843,6 +845,8 @@ def _list_watch(sys: System, p: dict[str, Any], conn: socket.socket) -> bytes | 
             while not wake.wait(0.2):
                 if client_gone(conn):
                     return None
+                if sys.creds() is None:
+                    raise errors.PpzError(errors.E_NOT_LOGGED_IN)  # logged out, connection or not
             wake.clear()
             if client_gone(conn):
                 return None

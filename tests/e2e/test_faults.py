@@ -61,6 +61,9 @@ def check_exactly_once(acked: list[int], got: list[int]) -> None:
 def test_rotation_under_load(server_factory: Any, ppz_home: DaemonHome) -> None:
     setup_world(server_factory(PPZ_NATS_JWT_TTL="5s"), ppz_home, handles=("bob",))
     h = ppz_home
+    # About 9 000 messages in 60 s: lift the inbox's 5 000-message retention, or a follower that
+    # falls behind loses the oldest to retention (which is not what this test is about).
+    h.call("PipeSet", {"handle": "bob", "name": "inbox", "max_msgs": -1, "max_bytes": -1})
     stop = threading.Event()
     received: dict[str, list[int]] = defaultdict(list)
     followers = [threading.Thread(target=follower, args=(h, "bob", f"f{i}", received[f"f{i}"], stop), daemon=True)

@@ -220,6 +220,24 @@ def test_list_and_watch(world: dict[str, Any]) -> None:
     assert result["reply"]["sources"][0]["pipe_infos"][0]["unread"] == 1
 
 
+def test_logout_answers_a_waiting_watch(world: dict[str, Any]) -> None:
+    h = world["home"]
+    result: dict[str, Any] = {}
+
+    def watch() -> None:
+        try:
+            ipc.call_wait("ListWatch", {"session": "bob-s", "patterns": ["bob.inbox"]}, path=str(h.home.socket))
+        except errors.PpzError as exc:
+            result["error"] = exc
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    h.call("Logout", {})
+    t.join(5)
+    assert result["error"].code == "E_NOT_LOGGED_IN"
+
+
 def test_follow_streams_live_messages(world: dict[str, Any]) -> None:
     h = world["home"]
     send(h, "bob", "old")

@@ -295,26 +295,22 @@ def _serve(home_: Home, events: EventLog, loaded: home.LoadedState, my_pid: int)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    status = 0
     try:
         daemon.start()
-        logger.info("ppz daemon %s serving %s (pid %d)", __version__, home_.socket, my_pid)
-        # A short timeout: a signal handler cannot wake a thread blocked in Event.wait.
-        while not stopping.wait(0.1):
-            pass
     except StartupError as exc:
         print(str(exc), file=sys.stderr)
+        daemon.stop()
         events.record("daemon_stop", reason=f"startup failed: {exc}")
         home.remove_pid_if_ours(home_.pid, my_pid)
-        daemon.stop()
         return 1
-    finally:
-        if status == 0 and stopping.is_set():
-            logger.info("stopping")
+    logger.info("ppz daemon %s serving %s (pid %d)", __version__, home_.socket, my_pid)
+    # A short timeout: a signal handler cannot wake a thread blocked in Event.wait.
+    while not stopping.wait(0.1):
+        pass
+    logger.info("stopping")
     try:
         daemon.stop()
     finally:
         events.record("daemon_stop", reason="graceful")
         home.remove_pid_if_ours(home_.pid, my_pid)
-    return status
-
+    return 0

@@ -334,7 +334,8 @@ def send_receipts(sys: System, view: ConnView, acct: str, reader: str, envs: lis
     if not wanted or view.nc is None or view.loop_thread is None:
         return
     nc = view.nc
-    targets = [(names.subject(acct, sys.state.manifold(env.sender).get(), env.sender, "inbox"), env.id)
+    manifolds = sys.state_box.value.manifolds
+    targets = [(names.subject(acct, manifolds.get(env.sender, ""), env.sender, "inbox"), env.id)
                for env in wanted]
 
     async def publish_all() -> None:
@@ -438,13 +439,9 @@ def lookup_stream(sys: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView
         try:
             return view, view.run(js.stream_info(view.client, plan.stream))
         except js.JsError as exc:
-            if exc.kind == js.NOT_FOUND:
-                raise not_found from None
-            if exc.kind != js.TRANSPORT:
-                raise errors.PpzError(errors.E_INVALID_PIPE) from None
-            if attempt == 2:
-                raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
-            sys.nats.report_failure(f"stream lookup: {exc.text}")
+            error = lookup_error(sys, view, exc, not_found)  # a timeout also reports the failure
+            if exc.kind != js.TRANSPORT or attempt == 2:
+                raise error from None
             view = require_connection(sys)
     raise errors.PpzError(errors.E_NATS_UNREACHABLE)
 
@@ -553,7 +550,7 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
         remaining = last - max(seq for seq, _ in kept)
         if remaining > 0:
             out.event("more_unread", remaining)
-    reader = p["sender"] or sys.state.session(session).get().current
+    reader = p["sender"] or sys.state_box.value.session(session).current
     if advancing:
         top = max([seq for seq, _ in kept] + [undecodable_top])
         if top > 0:

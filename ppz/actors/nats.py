@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import nats.errors
 import nkeys
 import pykka
 from nats.aio.client import Client as NatsClient
@@ -177,7 +176,6 @@ class NatsActor(pykka.ThreadingActor):
         self._last_rotation_at = 0.0
         self._rotation_pending = False
         self._probe_in_flight = False
-        self._presence_account = ""
         self._watches: dict[str, _Watch] = {}
         # Touched only on the loop thread: rotation waiters resolved by reconnected_cb.
         self._rotation_waiters: dict[str, asyncio.Future[bool]] = {}
@@ -239,9 +237,6 @@ class NatsActor(pykka.ThreadingActor):
         self._dial_error = None
         self._snapshot = None
         self._publish()
-
-    def has_url(self) -> bool:
-        return bool(self._url)
 
     # --- events ----------------------------------------------------------------------
 
@@ -566,7 +561,6 @@ class NatsActor(pykka.ThreadingActor):
         try:
             sub = self._loop.run(inst.nc.subscribe(names.presence_wildcard(acct), cb=on_beat), JS_TIMEOUT)
             inst.subs.append(sub)
-            self._presence_account = acct
         except Exception as exc:  # noqa: BLE001 - recorded, not fatal
             self._record("warn", caller="subscribePresence", nc_id=inst.nc_id, reason=str(exc))
 
@@ -680,24 +674,3 @@ def decode_payload(data: bytes) -> str | None:
         return Envelope.decode(data).payload
     except Exception:  # noqa: BLE001 - undecodable beats are ignored
         return None
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    """JetStream *transport* class: connection closed, no servers, request timeout."""
-    return isinstance(
-        exc,
-        (
-            nats.errors.ConnectionClosedError,
-            nats.errors.NoServersError,
-            nats.errors.TimeoutError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.StaleConnectionError,
-            TimeoutError,
-            asyncio.TimeoutError,
-        ),
-    )
-
-
-def is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, (nats.errors.TimeoutError, TimeoutError, asyncio.TimeoutError))

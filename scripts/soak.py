@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))  # serverfixture / daemonfixture (reused
 from daemonfixture import CLI, DaemonHome, setup_world  # noqa: E402
 from serverfixture import ServerProcess  # noqa: E402
 
-from ppz import errors  # noqa: E402
+from ppz import errors, ipc  # noqa: E402
 
 HANDLE = "bob"
 SENDER_SPAN = 10_000_000  # sender k sends k * SENDER_SPAN + i
@@ -63,6 +63,7 @@ class Follower:
         self.env = {**h.env, "PPZ_SESSION": session}
         self.log = log
         self.payloads: list[int] = []
+        self.arrivals: list[float] = []  # wall-clock time of each payload, for the report
         self.reruns = 0
         self.stopping = threading.Event()
         self.lock = threading.Lock()  # a rerun and stop() never cross
@@ -79,6 +80,7 @@ class Follower:
             assert self.proc.stdout is not None
             for line in self.proc.stdout:
                 self.payloads.append(int(json.loads(line)["payload"]))
+                self.arrivals.append(time.time())
             if self.proc.wait() != NATS_UNREACHABLE_EXIT or self.stopping.wait(1.0):
                 return
             with self.lock:
@@ -117,6 +119,7 @@ class Run:
     acked_after_restart: int = 0
     send_errors: Counter[str] = field(default_factory=Counter)
     faults: list[str] = field(default_factory=list)
+    fault_times: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -150,19 +153,63 @@ def chaos(h: DaemonHome, server: ServerProcess, run: Run, duration: float, stop:
     if stop.wait(max(0.0, start + 0.30 * duration - time.monotonic())):
         return
     try:
+        run.fault_times["nats-kill"] = time.time()
         old = server.kill_nats()
         server.wait_nats_restarted(old, timeout=30)
+        run.fault_times["nats-back"] = time.time()
         run.faults.append("nats-kill")
     except Exception as exc:  # noqa: BLE001 - reported as a problem of the run
         run.problems.append(f"nats kill: {exc}")
     if stop.wait(max(0.0, start + 0.65 * duration - time.monotonic())):
         return
+    run.fault_times["daemon-restart"] = time.time()
     out = h.ppz("daemon", "restart")
+    run.fault_times["daemon-back"] = time.time()
     restarted.set()
     if out.returncode == 0:
         run.faults.append("daemon-restart")
     else:
         run.problems.append(f"daemon restart exited {out.returncode}: {out.stderr.strip()}")
+
+
+def ranges(numbers: list[int]) -> list[list[int]]:
+    """Sorted numbers as [first, last] runs."""
+    out: list[list[int]] = []
+    for n in sorted(numbers):
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
+
+
+def write_report(path: Path, h: DaemonHome, run: Run, followers: list[Follower]) -> None:
+    """For a run that is not clean: the stream sequences a follower missed or got twice (from a
+    reread of the whole inbox), with when it printed the messages around them."""
+    seq_of: dict[int, int] = {}
+    try:
+        events = ipc.stream("Read", {"handle": HANDLE, "channel": "inbox", "session": "soak-audit", "all": True,
+                                     "limit": 0}, path=str(h.home.socket))
+        for seq, ev in enumerate((e for e in events if "msg" in e), start=1):
+            seq_of[int(ev["msg"]["payload"])] = seq
+    except errors.PpzError as exc:
+        seq_of = {}
+        print(f"#   reread for the report failed: {exc}", flush=True)
+    acked = set(run.acked)
+    per_follower: dict[str, object] = {}
+    for f in followers:
+        got = Counter(f.payloads)
+        missing = sorted(seq_of.get(n, -1) for n in acked - set(got))
+        twice = sorted(seq_of.get(n, -1) for n, c in got.items() if c > 1)
+        around: set[int] = set()
+        for first, last in ranges(missing) + ranges(twice):
+            around.update(range(first - 3, last + 4))
+        timeline = [[seq_of.get(n, -1), n, t] for n, t in zip(f.payloads, f.arrivals, strict=True)
+                    if seq_of.get(n, -1) in around]
+        per_follower[f.session] = {
+            "missing_seq_ranges": ranges(missing), "duplicate_seqs": twice, "reruns": f.reruns,
+            "printed": len(f.payloads), "timeline_around": timeline[:2000]}
+    path.write_text(json.dumps({"fault_times": run.fault_times, "followers": per_follower}, indent=1))
 
 
 def event_counts(h: DaemonHome) -> Counter[str]:
@@ -216,6 +263,8 @@ def one_run(index: int, args: argparse.Namespace, root: Path) -> tuple[bool, str
             if rc != 0:
                 run.problems.append(f"follower {f.session} exited {rc}")
         events = event_counts(h)
+        if any(not acked <= set(f.payloads) or len(f.payloads) != len(set(f.payloads)) for f in followers):
+            write_report(root / "report.json", h, run, followers)
     finally:
         stop.set()
         for f in followers:

@@ -345,3 +345,30 @@ def test_other_local_user_cannot_connect_or_read(ppz_server: ServerProcess, ppz_
     lines = out.stdout.split("\n")
     assert lines[0].startswith("refused"), out.stdout
     assert lines[1].startswith("denied"), out.stdout
+
+
+@pytest.mark.timeout(180)
+def test_client_gone_mid_drain_leaves_the_rest_unread(ppz_server: ServerProcess, ppz_home: DaemonHome) -> None:
+    """A drain whose client goes away (a swap also closes a follow while it drains) moves the
+    cursor only past what was written: the messages whose write failed stay unread."""
+    setup_world(ppz_server, ppz_home, handles=("bob",))
+    h = ppz_home
+    count = 120
+    big = "x" * 60_000  # 120 of them are about 7 MB: far more than a socket buffers
+    for i in range(count):
+        h.call("Send", {"handle": "bob", "channel": "inbox", "payload": f"{i} {big}", "session": "s"})
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(h.home.socket))
+        s.sendall(ipc.encode_request("Read", {"handle": "bob", "channel": "inbox", "session": "r"}))
+        first = json.loads(s.makefile("rb").readline())
+        assert first["msg"]["payload"].startswith("0 ")
+    # The daemon's next write fails; once it gave up on the drain it has written the cursor.
+    cursor_file = h.home.cursors_dir / "r.json"
+    entry = wait_for(lambda: cursor_file.exists() and json.loads(cursor_file.read_text()), timeout=30,
+                     what="the cursor of the vanished reader")
+    (seq,) = (e["seq"] for e in entry.values())
+    assert 1 <= seq < count, f"the cursor moved to {seq} although the client left after the first message"
+    rest = [e["msg"]["payload"].split(" ", 1)[0] for e in ipc.stream(
+        "Read", {"handle": "bob", "channel": "inbox", "session": "r"}, path=str(h.home.socket))]
+    assert rest == [str(i) for i in range(seq, count)]

@@ -326,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait for the followers after the senders stop")
     parser.add_argument("--keep", action="store_true", help="keep the directories of clean runs too")
     args = parser.parse_args(argv)
+    # A shell without job control starts background commands (``make soak &``, nohup) with
+    # SIGINT ignored, and children inherit an ignored signal: the followers, stopped with SIGINT,
+    # would not stop. A handled signal is reset to the default in a child. SIGTERM cleans up like
+    # Ctrl-C: every run stops its followers, daemon and server in ``finally``.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(header(args), flush=True)
     base = Path(tempfile.mkdtemp(prefix="ppz-soak-"))
     failed = 0

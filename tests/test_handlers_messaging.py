@@ -24,6 +24,7 @@ from unittest.mock import Mock
 import nats
 import pytest
 from actors.natsserver import NatsServer
+from jsfaults import fail_fetch
 
 from ppz import errors, names, verbs
 from ppz import handlers_messaging as hm
@@ -170,16 +171,7 @@ def test_a_transport_error_mid_drain_is_one_error_line_and_the_cursor_stays(
     rig.run(js.publish_batch(rig.view.client, subject, [(e.encode(), e.id) for e in envs]))
     assert payloads(rig.read(handle="bob", head_limit=5)) == [f"m{i}" for i in range(5)]
     assert rig.cursor("bob", "inbox") == 5
-    real_fetch = js._fetch
-    fetches = [0]
-
-    async def second_fetch_fails(nc: Any, stream: str, consumer: str, batch: int) -> Any:
-        fetches[0] += 1
-        if fetches[0] == 2:
-            raise js.JsError(js.TRANSPORT, "connection closed")
-        return await real_fetch(nc, stream, consumer, batch)
-
-    monkeypatch.setattr(js, "_fetch", second_fetch_fails)
+    fetches = fail_fetch(monkeypatch, at=2)
     lines = rig.read(handle="bob")
     assert fetches[0] == 2  # the first batch was read, the second failed
     assert lines == [errors.PpzError(errors.E_NATS_UNREACHABLE).to_json()]

@@ -23,6 +23,7 @@ import nats.errors
 import orjson
 import pytest
 from actors.natsserver import NatsServer
+from jsfaults import fail_fetch
 from nats.aio.client import Client as NatsClient
 
 from ppz import errors
@@ -236,19 +237,11 @@ def test_a_drain_never_reads_past_its_last_sequence(server: NatsServer) -> None:
 def test_a_transport_error_mid_drain_returns_what_was_read(server: NatsServer,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     stream, subject = fresh_names()
-    real_fetch = js._fetch
-    calls = [0]
-
-    async def failing_second_fetch(nc: NatsClient, stream_: str, consumer: str, batch: int) -> Any:
-        calls[0] += 1
-        if calls[0] == 2:
-            raise js.JsError(js.TRANSPORT, "connection closed")
-        return await real_fetch(nc, stream_, consumer, batch)
 
     async def go(nc: NatsClient) -> None:
         await create_stream(nc, stream, subject)
         await js.publish_batch(nc, subject, [(body(i), str(uuid.uuid4())) for i in range(js.DRAIN_BATCH + 10)])
-        monkeypatch.setattr(js, "_fetch", failing_second_fetch)
+        fail_fetch(monkeypatch, at=2)
         result = await js.drain(nc, stream, subject, 1, js.DRAIN_BATCH + 10)
         assert result.error is not None and result.error.kind == js.TRANSPORT
         assert [m.seq for m in result.messages] == list(range(1, js.DRAIN_BATCH + 1))

@@ -1,4 +1,5 @@
-"""One ``ppz-server`` for a whole test module, and a fresh account per test on it.
+"""One ``ppz-server`` (or one plain ``nats-server``) for a whole test module, and a fresh account
+per test on the ``ppz-server``.
 
     from sharedserver import module_server, fresh_world  # noqa: F401 (module_server is a fixture)
 
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from actors.natsserver import NatsServer
 from daemonfixture import DaemonHome, setup_world
 from serverfixture import ServerProcess
 
@@ -29,6 +31,16 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="module")
+def module_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A plain ``nats-server`` with JetStream and no auth (tests pick their own stream names)."""
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def fresh_world(server: ServerProcess, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import nats
 import pytest
 from actors.natsserver import NatsServer
 from jsfaults import fail_fetch
+from sharedserver import module_nats  # noqa: F401 - a fixture
 
 from ppz import errors, names, verbs
 from ppz import handlers_messaging as hm
@@ -42,13 +43,9 @@ from ppz.system import System
 EXP = 4_000_000_000  # far away: ensure-NATS finds the connection fresh
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    srv = NatsServer(Path(tmp_path_factory.mktemp("handlers"))).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
+@pytest.fixture(name="server")
+def server_fixture(module_nats: NatsServer) -> NatsServer:  # noqa: F811
+    return module_nats
 
 
 @dataclass

@@ -14,8 +14,7 @@ import asyncio
 import base64
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
@@ -25,6 +24,7 @@ import pytest
 from actors.natsserver import NatsServer
 from jsfaults import fail_fetch
 from nats.aio.client import Client as NatsClient
+from sharedserver import module_nats  # noqa: F401 - a fixture
 
 from ppz import errors
 from ppz import jetstream as js
@@ -32,13 +32,9 @@ from ppz import jetstream as js
 _names = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    srv = NatsServer(Path(tmp_path_factory.mktemp("jetstream"))).start()
-    try:
-        yield srv
-    finally:
-        srv.kill()
+@pytest.fixture(name="server")
+def server_fixture(module_nats: NatsServer) -> NatsServer:  # noqa: F811
+    return module_nats
 
 
 def run(server: NatsServer, body: Callable[[NatsClient], Awaitable[Any]]) -> Any:

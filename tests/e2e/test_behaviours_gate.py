@@ -25,12 +25,14 @@ from ppz import errors
 NOT_LOGGED_IN = ("E_NOT_LOGGED_IN", "not logged in; run 'ppz login URL --apikey KEY'")
 
 
-@pytest.fixture
-def logged_out(module_server: ServerProcess, ppz_home: DaemonHome) -> Iterator[tuple[DaemonHome, RecordingProxy]]:  # noqa: F811
+@pytest.fixture(scope="module")
+def logged_out_home(module_server: ServerProcess,  # noqa: F811
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonHome, RecordingProxy]]:
+    """One daemon for the module, logged in (through the proxy), warmed, then logged out."""
     proxy = RecordingProxy(module_server.url).start()
+    h = DaemonHome(tmp_path_factory.mktemp("gate") / "home")
     try:
-        world = fresh_world(module_server, ppz_home, ("bob",))
-        h = ppz_home
+        world = fresh_world(module_server, h, ("bob",))
         key = world["key"]
         h.login(proxy.url, key)  # through the proxy from now on
         h.wait_connected()
@@ -39,10 +41,16 @@ def logged_out(module_server: ServerProcess, ppz_home: DaemonHome) -> Iterator[t
         h.call("Send", {"handle": "bob", "channel": "inbox", "payload": "warm", "session": "s"})
         assert h.call("List", {"session": "s"})["sources"]
         assert h.call("Logout", {}) == {}
-        proxy.records.clear()
         yield h, proxy
     finally:
+        h.kill()
         proxy.stop()
+
+
+@pytest.fixture
+def logged_out(logged_out_home: tuple[DaemonHome, RecordingProxy]) -> tuple[DaemonHome, RecordingProxy]:
+    logged_out_home[1].records.clear()
+    return logged_out_home
 
 
 def error_of(h: DaemonHome, method: str, params: dict[str, Any]) -> tuple[str, str]:

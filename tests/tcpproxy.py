@@ -3,8 +3,8 @@
     fwd = TcpForwarder(port, ("127.0.0.1", nats_port))
     fwd.start()                         # listens on 127.0.0.1:<port> from now on
     fwd.cut()                           # drop every live connection (the client may redial)
-    fwd.cut(b"-ERR 'x'\\r\\n")          # the same after telling the client an error (nats-py closes)
-    fwd.to_server()                     # what clients sent, per connection, oldest first
+    fwd.tell(b"-ERR 'x'\\r\\n")         # write to every client as if the server had (nats-py closes)
+    fwd.to_server()                     # what clients sent, every connection, oldest first
     fwd.stop()
 
 It sees the NATS protocol in clear: tests read the ``SUB``/``UNSUB`` lines a daemon sends and the
@@ -30,8 +30,10 @@ class _Pair:
     to_server: bytearray = field(default_factory=bytearray)
     to_client: bytearray = field(default_factory=bytearray)
     client_lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
 
     def close(self) -> None:
+        self.closed = True
         for s in (self.client, self.upstream):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -85,33 +87,41 @@ class TcpForwarder:
         finally:
             pair.close()
 
-    def cut(self, tell_client: bytes = b"") -> int:
-        """Drop every live connection, first writing ``tell_client`` to the client; returns how
-        many were cut. The listener stays up, so a client may connect again."""
+    def live(self) -> list[_Pair]:
         with self._lock:
-            pairs, self.pairs = self.pairs, []
+            return [p for p in self.pairs if not p.closed]
+
+    def cut(self) -> int:
+        """Drop every live connection; returns how many were cut. The listener stays up, so a
+        client may connect again."""
+        pairs = self.live()
         for pair in pairs:
-            if tell_client:
-                with pair.client_lock:
-                    try:
-                        pair.client.sendall(tell_client)
-                    except OSError:
-                        pass
             pair.close()
         return len(pairs)
 
+    def tell(self, data: bytes) -> int:
+        """Write ``data`` to every live client as if the server had sent it; returns how many.
+        (Between two server messages on an idle connection: a chunk in flight is not split.)"""
+        pairs = self.live()
+        for pair in pairs:
+            with pair.client_lock:
+                try:
+                    pair.client.sendall(data)
+                except OSError:
+                    pass
+        return len(pairs)
+
     def connections(self) -> int:
-        """How many connections are live (not cut)."""
-        with self._lock:
-            return len(self.pairs)
+        """How many connections are live (neither end closed)."""
+        return len(self.live())
 
     def to_server(self) -> bytes:
-        """Everything the live clients sent, oldest connection first."""
+        """Everything clients sent, every connection, oldest first."""
         with self._lock:
             return b"".join(bytes(p.to_server) for p in self.pairs)
 
     def to_client(self) -> bytes:
-        """Everything the live clients received, oldest connection first."""
+        """Everything clients received, every connection, oldest first."""
         with self._lock:
             return b"".join(bytes(p.to_client) for p in self.pairs)
 

@@ -82,7 +82,7 @@ def test_a_connection_closed_underneath_is_replaced_without_a_command(world: dic
     old = installed_id(h)
     before = len(h.events())
     # Any -ERR but a stale connection makes nats-py close the client for good (no reconnect).
-    fwd.cut(b"-ERR 'closed by the test'\r\n")
+    assert fwd.tell(b"-ERR 'closed by the test'\r\n") == 1
     wait_for(lambda: any(e[0] == "reconnect" and e[3] == "rebuilt connection" for e in events_after(h, before)),
              timeout=20, what="a rebuilt connection")
     new = installed_id(h)

@@ -7,8 +7,10 @@ One ppz-server serves the module; every test logs a fresh home into an account o
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,10 +21,29 @@ from sharedserver import fresh_world, module_server  # noqa: F401 - module_serve
 from ppz import ipc, names
 from ppz.serverclient import PipeSpec
 
+_tests = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def shared(module_server: ServerProcess,  # noqa: F811
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One daemon and account for the module (a daemon start and login cost seconds)."""
+    h = DaemonHome(tmp_path_factory.mktemp("read") / "home")
+    try:
+        yield fresh_world(module_server, h, ())
+    finally:
+        h.kill()
+
 
 @pytest.fixture
-def world(module_server: ServerProcess, ppz_home: DaemonHome) -> dict[str, Any]:  # noqa: F811
-    return fresh_world(module_server, ppz_home, ("alice", "bob"))
+def world(shared: dict[str, Any]) -> dict[str, Any]:
+    """The shared world with sources of this test's own: ``bob``, ``alice`` (message) and the
+    names ``agent`` and ``room``, each with a suffix no other test uses."""
+    n = next(_tests)
+    handles = {name: f"{name}-{n}" for name in ("bob", "alice", "agent", "room")}
+    for name in ("bob", "alice"):
+        shared["client"].create_source(shared["creds"], handles[name], "message", "")
+    return {**shared, **handles}
 
 
 def send(h: DaemonHome, handle: str, pipe: str, payload: str, **extra: Any) -> dict[str, Any]:
@@ -75,26 +96,28 @@ class Follow:
 
 def test_seed_latest_without_a_cursor_skips_the_backlog_yet_delivers_what_follows(world: dict[str, Any]) -> None:
     h, acct = world["home"], world["acct"]
-    key = names.cursor_key(acct, "", "bob", "inbox")
+    bob = world["bob"]
+    key = names.cursor_key(acct, "", bob, "inbox")
     for i in range(3):
-        send(h, "bob", "inbox", f"old{i}")
-    assert read(h, "bob", session="seeded", seed_latest=True) == []
+        send(h, bob, "inbox", f"old{i}")
+    assert read(h, bob, session="seeded", seed_latest=True) == []
     assert cursor_seq(h, "seeded", key) == 3  # the seed is persisted
-    send(h, "bob", "inbox", "new")
-    assert payloads(read(h, "bob", session="seeded", seed_latest=True)) == ["new"]
+    send(h, bob, "inbox", "new")
+    assert payloads(read(h, bob, session="seeded", seed_latest=True)) == ["new"]
     # With a cursor entry, seed_latest changes nothing: unread stays unread.
-    assert payloads(read(h, "bob", session="partial", head_limit=1)) == ["old0"]
-    assert payloads(read(h, "bob", session="partial", seed_latest=True)) == ["old1", "old2", "new"]
+    assert payloads(read(h, bob, session="partial", head_limit=1)) == ["old0"]
+    assert payloads(read(h, bob, session="partial", seed_latest=True)) == ["old1", "old2", "new"]
 
 
 def test_a_first_follow_with_seed_latest_has_no_backlog_but_gets_new_messages(world: dict[str, Any]) -> None:
     h, acct = world["home"], world["acct"]
-    key = names.cursor_key(acct, "", "bob", "inbox")
+    bob = world["bob"]
+    key = names.cursor_key(acct, "", bob, "inbox")
     for i in range(3):
-        send(h, "bob", "inbox", f"old{i}")
-    f = Follow(h, {"handle": "bob", "channel": "inbox", "session": "tail", "seed_latest": True})
+        send(h, bob, "inbox", f"old{i}")
+    f = Follow(h, {"handle": bob, "channel": "inbox", "session": "tail", "seed_latest": True})
     wait_for(lambda: cursor_seq(h, "tail", key) == 3, timeout=10, what="the seeded cursor")
-    send(h, "bob", "inbox", "new")
+    send(h, bob, "inbox", "new")
     assert payloads(f.wait(1)) == ["new"]
     wait_for(lambda: cursor_seq(h, "tail", key) == 4, timeout=10, what="the follow to advance the cursor")
     assert payloads(f.msgs) == ["new"]
@@ -103,33 +126,35 @@ def test_a_first_follow_with_seed_latest_has_no_backlog_but_gets_new_messages(wo
 # --- behaviour 65: receipts ------------------------------------------------------------------------------------
 
 
-def receipts(h: DaemonHome, session: str = "alice-inbox") -> list[dict[str, Any]]:
-    return [m for m in read(h, "alice", session=session, no_advance=True) if m["subject"] == "ack:read"]
+def receipts(h: DaemonHome, alice: str) -> list[dict[str, Any]]:
+    return [m for m in read(h, alice, session="alice-inbox", no_advance=True) if m["subject"] == "ack:read"]
 
 
 @pytest.mark.timeout(60)
 def test_a_failed_receipt_does_not_stop_the_next_nor_hold_the_cursor(world: dict[str, Any]) -> None:
     h = world["home"]
+    bob, alice = world["bob"], world["alice"]
     # The first receipt goes to ghost.inbox, which has no stream: it fails, after the 5 s PubAck wait.
-    send(h, "bob", "inbox", "from a ghost", sender="ghost", ack_requested=True)
-    second = send(h, "bob", "inbox", "from alice", sender="alice", ack_requested=True)
-    assert payloads(read(h, "bob", sender="bob")) == ["from a ghost", "from alice"]
+    send(h, bob, "inbox", "from a ghost", sender="ghost", ack_requested=True)
+    second = send(h, bob, "inbox", "from alice", sender=alice, ack_requested=True)
+    assert payloads(read(h, bob, sender=bob)) == ["from a ghost", "from alice"]
     # The read advanced the cursor while the receipts were still on their way (in order: the
     # ghost's first, so alice's cannot be there yet).
-    assert read(h, "bob") == []
-    assert receipts(h) == []
-    got = wait_for(lambda: receipts(h), timeout=20, what="alice's receipt")
-    assert [(r["in_reply_to"], r["sender"]) for r in got] == [(second["id"], "bob")]
+    assert read(h, bob) == []
+    assert receipts(h, alice) == []
+    got = wait_for(lambda: receipts(h, alice), timeout=20, what="alice's receipt")
+    assert [(r["in_reply_to"], r["sender"]) for r in got] == [(second["id"], bob)]
 
 
 def test_a_follow_sends_one_receipt_per_delivered_message(world: dict[str, Any]) -> None:
     h = world["home"]
-    f = Follow(h, {"handle": "bob", "channel": "inbox", "session": "tail", "sender": "bob"})
-    first = send(h, "bob", "inbox", "probe", sender="alice")  # no receipt asked for
+    bob, alice = world["bob"], world["alice"]
+    f = Follow(h, {"handle": bob, "channel": "inbox", "session": "tail", "sender": bob})
+    first = send(h, bob, "inbox", "probe", sender=alice)  # no receipt asked for
     f.wait(1)
-    sent = [send(h, "bob", "inbox", f"m{i}", sender="alice", ack_requested=True)["id"] for i in range(2)]
+    sent = [send(h, bob, "inbox", f"m{i}", sender=alice, ack_requested=True)["id"] for i in range(2)]
     f.wait(3)
-    got = wait_for(lambda: (r := receipts(h)) and len(r) >= 2 and r, timeout=10, what="two receipts")
+    got = wait_for(lambda: (r := receipts(h, alice)) and len(r) >= 2 and r, timeout=10, what="two receipts")
     assert [r["in_reply_to"] for r in got] == sent
     assert first["id"] not in [r["in_reply_to"] for r in got]
 
@@ -149,34 +174,36 @@ def send_priorities(h: DaemonHome, **target: Any) -> None:
 
 def test_priority_sort_never_reorders_other_pipes(world: dict[str, Any]) -> None:
     h, client, creds = world["home"], world["client"], world["creds"]
-    client.create_pipe(creds, "bob", PipeSpec(name="notes"))
-    client.create_pipe(creds, "bob", PipeSpec(name="broadcast"))
-    client.create_source(creds, "agent", "pty", "")
-    client.create_uncollared(creds, PipeSpec(name="room"))
-    for handle, pipe in (("bob", "notes"), ("bob", "broadcast"), ("agent", "stdout"), ("agent", "stdin"),
-                         ("agent", "stdctrl")):
+    bob, agent, room = world["bob"], world["agent"], world["room"]
+    client.create_pipe(creds, bob, PipeSpec(name="notes"))
+    client.create_pipe(creds, bob, PipeSpec(name="broadcast"))
+    client.create_source(creds, agent, "pty", "")
+    client.create_uncollared(creds, PipeSpec(name=room))
+    for handle, pipe in ((bob, "notes"), (bob, "broadcast"), (agent, "stdout"), (agent, "stdin"),
+                         (agent, "stdctrl")):
         send_priorities(h, handle=handle, channel=pipe)
-    send_priorities(h, bare_target="room")
+    send_priorities(h, bare_target=room)
     for pipe in ("notes",):
-        assert payloads(read(h, "bob", pipe)) == UNSORTED, pipe
+        assert payloads(read(h, bob, pipe)) == UNSORTED, pipe
     for pipe in ("stdout", "stdin", "stdctrl"):
-        assert payloads(read(h, "agent", pipe)) == UNSORTED, pipe
-    assert payloads(read(h, "bob", "broadcast")) == SORTED
-    room = [e["msg"] for e in ipc.stream("Read", {"bare_target": "room", "session": "reader"},
-                                          path=str(h.home.socket)) if "msg" in e]
-    assert payloads(room) == SORTED
+        assert payloads(read(h, agent, pipe)) == UNSORTED, pipe
+    assert payloads(read(h, bob, "broadcast")) == SORTED
+    uncollared = [e["msg"] for e in ipc.stream("Read", {"bare_target": room, "session": "reader"},
+                                                path=str(h.home.socket)) if "msg" in e]
+    assert payloads(uncollared) == SORTED
 
 
 def test_a_follow_is_never_reordered(world: dict[str, Any]) -> None:
     h = world["home"]
-    send_priorities(h, handle="bob", channel="inbox")
+    bob = world["bob"]
+    send_priorities(h, handle=bob, channel="inbox")
     # The follow's own drain of the backlog keeps arrival order, and so do live messages.
-    f = Follow(h, {"handle": "bob", "channel": "inbox", "session": "tail"})
+    f = Follow(h, {"handle": bob, "channel": "inbox", "session": "tail"})
     assert payloads(f.wait(5)) == UNSORTED
-    send_priorities(h, handle="bob", channel="inbox")
+    send_priorities(h, handle=bob, channel="inbox")
     assert payloads(f.wait(10)) == UNSORTED * 2
     # The same messages drained without follow come sorted (the control).
-    assert payloads(read(h, "bob", session="drain")) == ["p1", "p1b", "p1", "p1b", "p0", "p2", "p0", "p2", "p3", "p3"]
+    assert payloads(read(h, bob, session="drain")) == ["p1", "p1b", "p1", "p1b", "p0", "p2", "p0", "p2", "p3", "p3"]
 
 
 # --- behaviour 59: List previews and retention --------------------------------------------------------------
@@ -184,16 +211,17 @@ def test_a_follow_is_never_reordered(world: dict[str, Any]) -> None:
 
 def test_list_preview_is_cut_at_60_characters_and_payload_is_whole(world: dict[str, Any]) -> None:
     h, client, creds = world["home"], world["client"], world["creds"]
-    client.create_pipe(creds, "bob", PipeSpec(name="notes", ttl_seconds=86400, max_msgs=-1, max_bytes=-1))
+    bob = world["bob"]
+    client.create_pipe(creds, bob, PipeSpec(name="notes", ttl_seconds=86400, max_msgs=-1, max_bytes=-1))
     payload = "line one\nline\ttwo \x1b[1mbold\x1b[0m \x07" + "x" * 100
-    send(h, "bob", "notes", payload)
-    listing = h.call("List", {"session": "lister", "patterns": ["bob.notes"], "long": True})
+    send(h, bob, "notes", payload)
+    listing = h.call("List", {"session": "lister", "patterns": [f"{bob}.notes"], "long": True})
     info = listing["sources"][0]["pipe_infos"][0]
     want = ("line one line two bold " + "x" * 100)[:60]
     assert (info["preview"], info["payload"]) == (want, payload)
     assert len(info["preview"]) == 60
     assert (info["ttl_seconds"], info["max_msgs"], info["max_bytes"]) == (86400, -1, -1)
-    plain = h.call("List", {"session": "lister", "patterns": ["bob.notes"]})["sources"][0]["pipe_infos"][0]
+    plain = h.call("List", {"session": "lister", "patterns": [f"{bob}.notes"]})["sources"][0]["pipe_infos"][0]
     assert "ttl_seconds" not in plain and "max_msgs" not in plain
 
 
@@ -211,8 +239,9 @@ def stored_msg_id(world: dict[str, Any], stream: str, seq: int) -> str:
 
 def test_every_publish_carries_the_envelope_id_as_nats_msg_id(world: dict[str, Any]) -> None:
     h, acct = world["home"], world["acct"]
-    one = send(h, "bob", "inbox", "single")
-    batch = h.call("SendBatch", {"handle": "bob", "channel": "inbox", "payloads": ["a", "b", "c"]})
-    stream = names.stream_name(acct, "", "bob", "inbox")
+    bob = world["bob"]
+    one = send(h, bob, "inbox", "single")
+    batch = h.call("SendBatch", {"handle": bob, "channel": "inbox", "payloads": ["a", "b", "c"]})
+    stream = names.stream_name(acct, "", bob, "inbox")
     assert [stored_msg_id(world, stream, seq) for seq in (1, 2, 3, 4)] == [one["id"], *batch["ids"]]
-    assert [m["id"] for m in read(h, "bob")] == [one["id"], *batch["ids"]]
+    assert [m["id"] for m in read(h, bob)] == [one["id"], *batch["ids"]]

@@ -85,24 +85,9 @@ def session_id() -> str:
     return name.removeprefix("/dev/").replace("/", "-") or "default"
 
 
-def user_home() -> str | None:
-    """The user's home directory, or None when there is none (``HOME`` empty, or unset with
-    no password entry) — the rule of ``ppz.home.resolve_home``."""
-    if os.environ.get("HOME") == "":
-        return None
-    path = os.path.expanduser("~")
-    return None if not path or path.startswith("~") else path
-
-
-def home_root() -> str:
-    """``$PPZ_HOME``, else ``~/.ppz``, else ``.ppz``: ``ppz.home.resolve_home`` without importing
-    ``ppz.home`` (it costs the messaging commands ~20 ms; a test keeps the two in step)."""
-    return os.environ.get("PPZ_HOME") or os.path.join(user_home() or "", ".ppz")
-
-
 def socket_path() -> str:
-    """``$PPZ_IPC_SOCKET``, else ``<home>/daemon.sock`` (``ppz.home.resolve_socket``)."""
-    return os.environ.get("PPZ_IPC_SOCKET") or os.path.join(home_root(), "daemon.sock")
+    """``$PPZ_IPC_SOCKET``, else ``<home>/daemon.sock`` (:func:`ppz.ipc.socket_path`)."""
+    return ipc.socket_path()
 
 
 def home() -> Any:
@@ -883,10 +868,10 @@ def write_bundle(params: Mapping[str, Any]) -> None:
     import io
     import tarfile
 
-    bundle = bundle_contents(params, home_root())
+    bundle = bundle_contents(params, ipc.home_dir())
     bundle.add("MANIFEST", ("\n".join([*bundle.manifest, "+ MANIFEST"]) + "\n").encode())
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.abspath(os.path.join(user_home() or os.getcwd(), f"ppz-diag-{stamp}.tgz"))
+    path = os.path.abspath(os.path.join(ipc.user_home() or os.getcwd(), f"ppz-diag-{stamp}.tgz"))
     now = time.time()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from test_ipc import UnixServer
 
-from ppz import cli, errors, ipc
+from ppz import __version__, cli, errors, ipc
 
 HEAVY = ("pykka", "nats", "requests", "orjson", "ppz.bootstrap", "ppz.server")
 
@@ -972,15 +972,61 @@ def test_broken_pipe_is_quiet(fake: FakeDaemon) -> None:
 def test_socket_path_follows_home_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     from ppz import home
 
-    cases = [{"PPZ_IPC_SOCKET": "/x/s.sock"}, {"PPZ_HOME": "/h"}, {"HOME": "/u"}, {"HOME": ""}, {"PPZ_HOME": ""}]
+    cases = [{"PPZ_IPC_SOCKET": "/x/s.sock"}, {"PPZ_HOME": "/h"}, {"HOME": "/u"}, {"HOME": ""}, {"PPZ_HOME": ""},
+             {"HOME": None}]
     for env in cases:
         for name in ("PPZ_IPC_SOCKET", "PPZ_HOME"):
             monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("HOME", "/u")
         for k, v in env.items():
-            monkeypatch.setenv(k, v)
+            if v is None:
+                monkeypatch.delenv(k)
+            else:
+                monkeypatch.setenv(k, v)
         assert cli.socket_path() == str(home.Home.from_env().socket), env
-        assert cli.home_root() == str(home.resolve_home()), env
+        assert ipc.home_dir() == str(home.resolve_home()), env
+
+
+@pytest.mark.parametrize("user_home", [None, ""])
+def test_without_home_the_cli_reaches_the_daemons_socket(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], user_home: str | None) -> None:
+    """HOME unset: ``~/.ppz`` of the password entry; HOME empty: ``.ppz`` in the working
+    directory. The CLI dials the socket the daemon listens on (``Home.from_env``), and the
+    diagnostics bundle lands in the same home directory."""
+    import pwd
+    from pathlib import Path
+
+    from ppz.home import Home
+
+    root = Path(tempfile.mkdtemp(prefix="ppzhome", dir="/tmp"))
+    for name in ("PPZ_IPC_SOCKET", "PPZ_HOME", "PPZ_CURRENT_HANDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: types.SimpleNamespace(pw_dir=str(root / "pw")))
+    monkeypatch.chdir(root)
+    if user_home is None:
+        monkeypatch.delenv("HOME", raising=False)
+        want = root / "pw" / ".ppz"
+    else:
+        monkeypatch.setenv("HOME", user_home)
+        want = root / ".ppz"
+    want.mkdir(parents=True)
+    daemon_home = Home.from_env()
+    assert (daemon_home.root.resolve(), daemon_home.socket.resolve()) == (want, want / "daemon.sock")
+    daemon = FakeDaemon(str(daemon_home.socket))
+    try:
+        daemon.on("Status", {"daemon_pid": 42, "logged_in": False, "daemon_version": __version__})
+        r = ppz(capsys, "status")
+        assert (r.code, r.out.splitlines()[0]) == (0, f"daemon: not logged in (pid=42), {__version__}")
+        (want / "daemon.pid").write_text("42\n")
+        daemon.on("Diag", {"summary": {}, "patterns": [], "nats_events": [], "on_disk_count": 0})
+        r = ppz(capsys, "diagnostics", "--bundle")
+        assert r.code == 0, r
+        bundle = Path(r.out.strip())
+        assert bundle.parent == (want.parent if user_home is None else root)
+        assert read_bundle(str(bundle))["daemon.pid"] == b"42\n"
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_deferred_asyncio_still_imports_for_real() -> None:

@@ -7,10 +7,7 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
-import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -75,6 +72,7 @@ def spawn(home_: Home) -> None:
     """Start ``ppz daemon start --foreground`` with this interpreter in a new session, stdin from
     /dev/null, stdout and stderr appended to ``daemon.log``, and ``PPZ_HOME`` and
     ``PPZ_IPC_SOCKET`` set to the resolved paths. The child is not waited for."""
+    import subprocess  # not at the top: ~5 ms that status and logout do not need
     home_.ensure_dir()
     env = {**os.environ, "PPZ_HOME": str(home_.root), "PPZ_IPC_SOCKET": str(home_.socket)}
     fd = os.open(home_.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -114,6 +112,9 @@ def ensure_running(home_: Home) -> tuple[int, bool]:
 def stop_daemon(home_: Home) -> int | None:
     """daemon.md §1.4: SIGTERM the lock holder and wait until the lock is free. Returns the
     stopped pid, or None when no daemon ran."""
+    import errno
+    import signal
+
     from ppz import home as home_files
 
     if not home_.lock.exists() or not home_files.lock_is_held(home_.lock):

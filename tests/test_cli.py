@@ -21,6 +21,7 @@ MESSAGING = [["send", "bob", "hi"], ["read", "bob.inbox"], ["reread", "inbox"], 
              ["get", "handle"], ["unset", "namespace"], ["pipe", "create", "x.y", "--ttl=1h"],
              ["heartbeat", "x", "--once"], ["completion", "bash"], ["__complete", "x"], ["send", "--help"]]
 
+
 def modules_after(commands: list[list[str]], tmp_path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Run the commands in one fresh interpreter (no daemon); which modules did they import?"""
     code = (
@@ -34,23 +35,28 @@ def modules_after(commands: list[list[str]], tmp_path) -> dict[str, Any]:  # typ
         "import json\n"
         f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r} or m in {HEAVY!r})\n"
         "print(json.dumps({'heavy': heavy, 'asyncio': 'asyncio' in sys.modules, 'home': 'ppz.home' in sys.modules,\n"
-        "                  'fire': 'fire' in sys.modules, 'inspect': 'inspect' in sys.modules}))\n"
+        "                  'fire': 'fire' in sys.modules, 'inspect': 'inspect' in sys.modules,\n"
+        "                  'subprocess': 'subprocess' in sys.modules}))\n"
     )
     env = {**os.environ, "PPZ_HOME": str(tmp_path / "home"), "PPZ_SESSION": "s"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[-1])  # type: ignore[no-any-return]
 
+
 DIRECT = [argv for argv in MESSAGING if "--help" not in argv]
+
 
 def test_normal_commands_import_nothing_heavy(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Nor Fire: its import and parser cost ~25 ms per run, and a complete command runs without it.
     got = modules_after([["status"], ["logout"], ["daemon", "stop"], *DIRECT], tmp_path)
-    assert (got["heavy"], got["fire"]) == ([], False)
+    assert (got["heavy"], got["fire"], got["subprocess"]) == ([], False, False)
+
 
 def test_help_uses_fire_and_imports_nothing_heavy(tmp_path) -> None:  # type: ignore[no-untyped-def]
     got = modules_after([["send", "--help"], ["send", "bob"], ["pipe", "--help"]], tmp_path)
     assert (got["heavy"], got["fire"]) == ([], True)
+
 
 def test_messaging_commands_skip_asyncio_and_the_home_module(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Fire imports asyncio (~50 ms with ssl) for coroutine commands the CLI does not have; ppz.home
@@ -59,30 +65,36 @@ def test_messaging_commands_skip_asyncio_and_the_home_module(tmp_path) -> None: 
     assert {k: got[k] for k in ("heavy", "asyncio", "home")} == {"heavy": [], "asyncio": False, "home": False}
     # Without help, not even Fire or inspect (~4 ms with ast and dis).
     assert modules_after(DIRECT, tmp_path) == {"heavy": [], "asyncio": False, "home": False, "fire": False,
-                                               "inspect": False}
+                                               "inspect": False, "subprocess": False}
+
 
 def run(args: list[str], tmp_path) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     env = {**os.environ, "PPZ_HOME": str(tmp_path / "home")}
     return subprocess.run([sys.executable, "-m", "ppz.cli", *args], env=env, capture_output=True,
                           text=True, timeout=30)
 
+
 def test_unknown_flag_is_a_usage_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["status", "--bogus"], tmp_path)
     assert out.returncode == 2
     assert out.stdout == ""
+
 
 def test_help_exits_zero(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["--help"], tmp_path)
     assert out.returncode == 0
     assert "login" in out.stdout
 
+
 def test_missing_daemon_is_exit_11_with_no_stdout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["daemon", "stop"], tmp_path)
     assert (out.returncode, out.stdout) == (0, "daemon not running\n")
 
+
 def test_help_of_a_subcommand_goes_to_stdout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["pipe", "create", "--help"], tmp_path)
     assert out.returncode == 0 and "--max_msgs" in out.stdout.replace("-msgs", "_msgs")
+
 
 @pytest.mark.parametrize("args", [["send", "bob"], ["send"], ["send", "bob", "hi", "extra"],
                                   ["send", "bob", "hi", "--bogus"], ["send", "bob", "hi", "--subject"],
@@ -92,17 +104,20 @@ def test_usage_errors_exit_2_with_nothing_on_stdout(tmp_path, args: list[str]) -
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr
 
+
 def test_fire_still_reports_what_does_not_bind(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = run(["send", "bob"], tmp_path)
     assert out.stderr.startswith("ERROR: The function received no value for the required argument: payload\n"
                                  "Usage: ppz send TARGET PAYLOAD <flags>\n")
     assert run(["send", "bob", "hi", "extra"], tmp_path).stderr.startswith("ERROR: Could not consume arg: extra\n")
 
+
 def test_help_of_send_goes_to_stdout(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for args in (["send", "--help"], ["send", "-h"]):
         out = run(args, tmp_path)
         assert out.returncode == 0, args
         assert "ppz send TARGET PAYLOAD" in out.stdout and "--subject" in out.stdout
+
 
 @pytest.mark.parametrize("argv", [["send", "bob", "--help"], ["send", "bob", "hi", "-h"],
                                   ["heartbeat", "x", "--once", "--help"]])

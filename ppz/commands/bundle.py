@@ -15,6 +15,7 @@ from ppz.commands.client import error_text, fail_plain, session_id
 BUNDLE_LOGS = ("nats-events.jsonl", "nats-events.jsonl.1", "nats-events.jsonl.2",
                "diagnostics-lifecycle.jsonl", "daemon.pid")
 
+
 class Bundle:
     """The members of a diagnostics bundle and its MANIFEST (``+ name`` / ``- name (reason)``)."""
 

@@ -15,9 +15,13 @@ import signal
 import time
 from types import FrameType
 
+from starlette.middleware import Middleware
+
 import ppz
 from ppz.server import httpapi
 from ppz.server.apikeys import KeyVerifier
+from ppz.server.console.feed import ConsoleFeed
+from ppz.server.console.views import Console, SecurityHeaders
 from ppz.server.natsctl import NatsControl, NatsControlError
 from ppz.server.natsproc import NatsServerProcess
 from ppz.server.service import ControlPlane
@@ -69,6 +73,7 @@ def serve(settings: Settings) -> int:
     child: NatsServerProcess | None = None
     control: NatsControl | None = None
     http: WebServer | None = None
+    feed: ConsoleFeed | None = None
     try:
         _install_signal_handlers()
         prepare_data_dir(settings.data_dir)
@@ -103,8 +108,13 @@ def serve(settings: Settings) -> int:
             nats_port=settings.nats_port,
             default_nats_host=connect_host(settings.nats_host),
         )
+        feed = ConsoleFeed(nats=control, tenants=tenants, store=store)
+        console = Console(store=store, verifier=verifier, feed=feed, version=server_version())
         sock = bind(settings.http_host, settings.http_port)
-        http = WebServer(build_app(httpapi.routes(plane, server_version())), sock)
+        http = WebServer(
+            build_app(httpapi.routes(plane, server_version()) + console.routes(), [Middleware(SecurityHeaders)]),
+            sock,
+        )
         http.start(control.submit)
         logger.info(
             "ppz-server %s serving HTTP on %s:%d, NATS %s (data %s)",
@@ -125,6 +135,8 @@ def serve(settings: Settings) -> int:
         logger.error("ppz-server failed: %s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
         return 1
     finally:
+        if feed is not None:
+            feed.closing = True  # live streams end, so the HTTP server stops without waiting for them
         _shutdown(http, control, child, store)
 
 

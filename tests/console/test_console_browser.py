@@ -145,8 +145,11 @@ def test_sign_in_watch_agents_talk_send_and_sign_out(
     shoot(browser, "console-pipe")
     read = home.ppz("read", "inbox", env={"PPZ_CURRENT_HANDLE": "bob"})
     assert read.returncode == 0, read.stderr
-    assert "hello bob, from a person" in read.stdout and "[from the web]" in read.stdout
-    assert "alice" in read.stdout.splitlines()[-1]
+    lines = read.stdout.splitlines()
+    # Watching the pipe moved no cursor: bob still has all three messages unread, in order.
+    assert [i for i, line in enumerate(lines) for text in ("first words", "hello over the live tail",
+            "hello bob, from a person") if text in line] == [0, 1, 2], lines
+    assert "[from the web]" in lines[2] and "alice" in lines[2]
 
     browser.find_element(By.ID, "sign-out").click()
     wait(browser).until(ec.url_to_be(server.url + "/ui/login"))

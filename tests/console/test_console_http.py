@@ -4,17 +4,23 @@ rules (no session, other accounts, CSRF and Origin, escaping)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import markupsafe
 import pytest
 from consoletestkit import Account, Console, EventReader, new_console_account
-from server_testkit import js_api
+from server_testkit import js_api, nats_connect
 from serverfixture import ServerProcess
 
 from ppz import names
+from ppz.server import trust
+from ppz.server.console.feed import reader_permissions
+from ppz.server.store import Store
 
 XSS_CORPUS = [
     "<script>alert('xss')</script>",
@@ -235,6 +241,61 @@ def test_send_box_publishes_as_a_source_of_the_account(account: Account) -> None
 
 
 # --- security -----------------------------------------------------------------------------
+
+
+def test_the_console_reads_with_a_read_only_credential(account: Account) -> None:
+    """The console's NATS user of an account may read streams but not publish on any data
+    subject."""
+    account.publish("bob.inbox", envelope("readable"))
+    store = Store(account.server.data_dir / "ppz-server.db")
+    try:
+        tenant = store.account(account.account_id).tenant  # type: ignore[union-attr]
+    finally:
+        store.close()
+    assert tenant is not None
+    pub, sub = reader_permissions(account.account_id)
+    cred = trust.mint_user(tenant, name="console-test", now=int(time.time()), ttl=60, pub_allow=pub, sub_allow=sub)
+    stream = names.stream_name(account.account_id, "", "bob", "inbox")
+
+    async def probe() -> tuple[int, str]:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats_connect(account.server.nats_url, cred.jwt, cred.seed, error_cb=on_error)
+        try:
+            js = nc.jetstream(timeout=2)
+            count = (await js.stream_info(stream)).state.messages
+            with pytest.raises(Exception):  # noqa: B017 - refused publish: no PubAck, whatever the error type
+                await js.publish(f"{account.account_id}.bob.inbox", b'{"payload": "forged"}')
+            await nc.flush()
+            return count, " ".join(errors)
+        finally:
+            await nc.close()
+
+    count, errors = asyncio.run(probe())
+    assert count == 1
+    assert "permissions violation" in errors.lower()
+    assert stream_messages(account, stream) == 1
+
+
+def test_server_stops_cleanly_with_open_streams(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        acct = new_console_account(server)
+        console = Console(server)
+        console.login(acct.key)
+        readers = [EventReader(console, p) for p in ("/ui/pipes/bob.inbox/events", "/ui/events")]
+        assert [r.status for r in readers] == [200, 200]
+        readers[1].wait(1)
+        assert server.stop() == 0  # and no nats-server left (stop() checks)
+        for reader in readers:
+            reader.close()
+    finally:
+        server.kill()
+
+
 
 
 def test_a_session_cannot_reach_another_account(console_server: ServerProcess) -> None:

@@ -27,6 +27,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from starlette.concurrency import run_in_threadpool
 
 from ppz import names
 from ppz.envelope import Envelope, EnvelopeError
@@ -104,7 +105,7 @@ class ConsoleFeed:
 
     async def account(self, account_id: str) -> Account:
         """The account, provisioned (first use may push its NATS account)."""
-        return await asyncio.to_thread(self._tenants.ensure, account_id)
+        return await run_in_threadpool(self._tenants.ensure, account_id)
 
     async def reader(self, account_id: str) -> NATS:
         """The account's read-only connection, opened on first use."""
@@ -155,7 +156,7 @@ class ConsoleFeed:
         """A ``who`` row per pty source of the account (and any other handle that beat),
         newest beat first from the live subscription, else the presence stream's last message."""
         nc = await self.reader(account_id)
-        sources = await asyncio.to_thread(self._store.sources, account_id)
+        sources = await run_in_threadpool(self._store.sources, account_id)
         beats = self._beats.setdefault(account_id, {})
         missing = [s for s in sources if s.kind == names.KIND_PTY
                    and names.subject(account_id, s.manifold, s.handle, "heartbeat") not in beats]
@@ -182,7 +183,7 @@ class ConsoleFeed:
     # --- pipes -----------------------------------------------------------------------------
 
     async def pipes(self, account_id: str) -> list[PipeEntry]:
-        return await asyncio.to_thread(pipe_entries, self._store, account_id)
+        return await run_in_threadpool(pipe_entries, self._store, account_id)
 
     async def find_pipe(self, account_id: str, name: str) -> PipeEntry | None:
         """The account's pipe shown as ``name`` (``bob.inbox``, ``team-a.room``), or None."""

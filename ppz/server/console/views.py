@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import jinja2
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -137,7 +138,7 @@ class Console:
         session = self.sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return None
-        if not await asyncio.to_thread(self.store.key_active, session.key_id):
+        if not await run_in_threadpool(self.store.key_active, session.key_id):
             self.sessions.close_key(session.key_id)
             return None
         return session
@@ -197,10 +198,10 @@ class Console:
             form = await read_form(request)
         except PpzError:
             return self.error_page(request, 400, "malformed form")
-        principal = await asyncio.to_thread(self.verifier.verify, form.get("api_key", "").strip())
+        principal = await run_in_threadpool(self.verifier.verify, form.get("api_key", "").strip())
         if principal is None:
             return self.render(request, "login.html", {"session": None, "error": "invalid api key"}, 401)
-        account = await asyncio.to_thread(self.store.account, principal.account_id)
+        account = await run_in_threadpool(self.store.account, principal.account_id)
         if account is None:
             return self.render(request, "login.html", {"session": None, "error": "invalid api key"}, 401)
         old = request.cookies.get(COOKIE)
@@ -231,8 +232,8 @@ class Console:
     async def overview(self, request: Request) -> Response:
         async def build(session: Session) -> Response:
             account_id = session.account_id
-            sources = await asyncio.to_thread(self.store.sources, account_id)
-            uncollared = await asyncio.to_thread(self.store.uncollared_pipes, account_id)
+            sources = await run_in_threadpool(self.store.sources, account_id)
+            uncollared = await run_in_threadpool(self.store.uncollared_pipes, account_id)
             pipes = await self.feed.pipes(account_id)
             summaries = await self.feed.summaries(account_id, pipes)
             presence = await self.feed.presence(account_id)
@@ -281,7 +282,7 @@ class Console:
                 return self.error_page(request, 404, f"no pipe {name!r} in this account", session)
             before = _int(request.query_params.get("before"))
             page = await self.feed.page(session.account_id, pipe, before)
-            sources = await asyncio.to_thread(self.store.sources, session.account_id)
+            sources = await run_in_threadpool(self.store.sources, session.account_id)
             return self.render(request, "pipe.html", {
                 "session": session, "pipe": pipe, "page": page, "before": before,
                 "senders": [names.join_path(s.manifold, s.handle) for s in sources],
@@ -349,13 +350,13 @@ class Console:
         if subject.startswith("ack:"):
             raise PpzError(errors.E_INVALID_SUBJECT)
         sender = form.get("as", "").strip()
-        if not names.valid_handle(sender) or await asyncio.to_thread(self.store.source, account_id, sender) is None:
+        if not names.valid_handle(sender) or await run_in_threadpool(self.store.source, account_id, sender) is None:
             raise errors.source_not_found(sender)
         to = form.get("to", "").strip()
         pipe = await self.feed.find_pipe(account_id, to)
         if pipe is None:
             # A bare handle means the source's inbox, as with `ppz send bob`.
-            target = await asyncio.to_thread(self.store.source, account_id, to) if names.valid_handle(to) else None
+            target = await run_in_threadpool(self.store.source, account_id, to) if names.valid_handle(to) else None
             if target is None:
                 raise PpzError(errors.E_PIPE_NOT_FOUND, f"pipe '{to}' not found")
             pipe = PipeEntry(manifold=target.manifold, handle=target.handle, pipe="inbox")
@@ -374,7 +375,7 @@ class Console:
 
     async def keys_page(self, request: Request) -> Response:
         async def build(session: Session) -> Response:
-            keys = await asyncio.to_thread(self.store.key_infos, account_id=session.account_id)
+            keys = await run_in_threadpool(self.store.key_infos, account_id=session.account_id)
             return self.render(request, "keys.html", {"session": session, "keys": keys})
 
         return await self.guarded_page(request, build)
@@ -385,10 +386,10 @@ class Console:
             return refusal
         assert session is not None
         key_id = _int(form.get("key"))
-        keys = await asyncio.to_thread(self.store.key_infos, account_id=session.account_id)
+        keys = await run_in_threadpool(self.store.key_infos, account_id=session.account_id)
         if key_id not in {k.id for k in keys}:
             return self.error_page(request, 404, "no such key in this account", session)
-        await asyncio.to_thread(self.store.revoke_key, key_id, rfc3339_now())
+        await run_in_threadpool(self.store.revoke_key, key_id, rfc3339_now())
         self.sessions.close_key(key_id)
         logger.info("console: %s revoked a key of account %s", session.principal, session.account_name)
         return RedirectResponse("/ui/keys", 303)

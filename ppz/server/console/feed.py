@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +236,7 @@ class ConsoleFeed:
         got = await asyncio.gather(*(get(seq) for seq in range(start, end + 1)))
         return Page(messages=[m for m in got if m is not None], last_seq=last, older=start if start > first else 0)
 
-    async def tail(self, account_id: str, pipe: PipeEntry, after: int) -> AsyncIterator[dict[str, Any] | None]:
+    async def tail(self, account_id: str, pipe: PipeEntry, after: int) -> AsyncGenerator[dict[str, Any] | None]:
         """Every message after sequence ``after`` as it is stored, from an ephemeral ordered
         consumer; ``None`` every ``KEEP_ALIVE_SECONDS`` without one (a keep-alive). Ends when
         the server stops."""

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -254,10 +255,13 @@ class Console:
 
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 2000\n\n"
-            while not self.feed.closing and self.sessions.get(sid) is not None:
-                rows = await self.feed.presence(session.account_id)
-                yield sse("presence", rows)
-                await asyncio.sleep(PRESENCE_EVERY)
+            try:
+                while not self.feed.closing and self.sessions.get(sid) is not None:
+                    rows = await self.feed.presence(session.account_id)
+                    yield sse("presence", rows)
+                    await asyncio.sleep(PRESENCE_EVERY)
+            except Exception as exc:  # noqa: BLE001 - end the stream; the browser reconnects
+                logger.warning("console presence stream ended: %s", exc)
 
         return event_stream(events())
 
@@ -309,15 +313,19 @@ class Console:
 
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 1000\n\n"
-            async for view in self.feed.tail(session.account_id, pipe, after):
-                if self.sessions.get(sid) is None:
-                    return
-                if view is None:
-                    if await self.session(request) is None:
-                        return
-                    yield b": keep-alive\n\n"
-                    continue
-                yield sse("msg", view, view["seq"])
+            try:
+                async with aclosing(self.feed.tail(session.account_id, pipe, after)) as views:
+                    async for view in views:
+                        if self.sessions.get(sid) is None:
+                            return
+                        if view is None:
+                            if await self.session(request) is None:
+                                return
+                            yield b": keep-alive\n\n"
+                            continue
+                        yield sse("msg", view, view["seq"])
+            except Exception as exc:  # noqa: BLE001 - end the stream; the browser reconnects after the last id
+                logger.warning("console tail of %s ended: %s", pipe.name, exc)
 
         return event_stream(events())
 

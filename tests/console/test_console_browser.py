@@ -111,10 +111,11 @@ def test_sign_in_watch_agents_talk_send_and_sign_out(
     assert "alice" in sources and "bob" in sources
     assert key not in browser.page_source and key not in browser.current_url
 
+    # The overview follows the account live: the new message shows up without a reload.
     assert home.ppz("send", "bob", "first words", env={"PPZ_CURRENT_HANDLE": "alice"}).returncode == 0
-    browser.refresh()
-    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-pipe="bob.inbox"]').text
-    assert "first words" in row and "alice" in row
+    row = (By.CSS_SELECTOR, 'tr[data-pipe="bob.inbox"]')
+    wait(browser).until(ec.text_to_be_present_in_element(row, "first words"))
+    assert "alice" in browser.find_element(*row).text
     shoot(browser, "console-overview")
 
     browser.find_element(By.LINK_TEXT, "bob.inbox").click()

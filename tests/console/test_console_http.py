@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import markupsafe
 import pytest
@@ -170,11 +171,36 @@ def test_presence_stream_sends_live_rows(account: Account) -> None:
                                                 created_at=envelope_time()))
 
         def online() -> bool:
-            rows = reader.events[-1][2]
-            return any(r["handle"] == "agent" and r["status"] == "online" for r in rows)
+            return any(r["handle"] == "agent" and r["status"] == "online"
+                       for event, _, rows in reader.events if event == "presence" for r in rows)
 
         with reader.changed:
             assert reader.changed.wait_for(online, 10)
+    finally:
+        reader.close()
+
+
+def test_overview_stream_sends_live_pipe_summaries(account: Account) -> None:
+    console = Console(account.server)
+    console.login(account.key)
+    reader = EventReader(console, "/ui/events")
+
+    def bob_inbox(event: tuple[str, str, Any]) -> dict[str, Any] | None:
+        return next((r for r in event[2] if r["name"] == "bob.inbox"), None) if event[0] == "pipes" else None
+
+    try:
+        with reader.changed:
+            assert reader.changed.wait_for(lambda: any(bob_inbox(e) for e in reader.events), 10)
+        assert [bob_inbox(e) for e in reader.events if bob_inbox(e)][0]["total"] == 0
+        account.publish("bob.inbox", envelope("<b>news</b>", sender="agent"))
+
+        def updated() -> bool:
+            return any((bob_inbox(e) or {}).get("total") == 1 for e in reader.events)
+
+        with reader.changed:
+            assert reader.changed.wait_for(updated, 20)
+        row = next(bob_inbox(e) for e in reader.events if (bob_inbox(e) or {}).get("total") == 1)
+        assert row is not None and row["preview"] == "<b>news</b>" and row["sender"] == "agent"
     finally:
         reader.close()
 

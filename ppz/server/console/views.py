@@ -45,6 +45,7 @@ HERE = Path(__file__).parent
 FORM_LIMIT = 256 * 1024
 PAGE_TIMEOUT = 10.0
 PRESENCE_EVERY = 2.0
+PIPES_EVERY_TICKS = 3
 SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -246,7 +247,8 @@ class Console:
         return await self.guarded_page(request, build)
 
     async def overview_events(self, request: Request) -> Response:
-        """Presence rows of the account, every 2 s, as ``presence`` events."""
+        """The overview, live: presence rows every 2 s (``presence`` events) and the pipe
+        summaries every 6 s (``pipes`` events)."""
         refusal = await self.stream_refusal(request)
         if isinstance(refusal, Response):
             return refusal
@@ -256,9 +258,13 @@ class Console:
         async def events() -> AsyncIterator[bytes]:
             yield b"retry: 2000\n\n"
             try:
+                tick = 0
                 while not self.feed.closing and self.sessions.get(sid) is not None:
-                    rows = await self.feed.presence(session.account_id)
-                    yield sse("presence", rows)
+                    yield sse("presence", await self.feed.presence(session.account_id))
+                    if tick % PIPES_EVERY_TICKS == 0:
+                        pipes = await self.feed.pipes(session.account_id)
+                        yield sse("pipes", await self.feed.summaries(session.account_id, pipes))
+                    tick += 1
                     await asyncio.sleep(PRESENCE_EVERY)
             except Exception as exc:  # noqa: BLE001 - end the stream; the browser reconnects
                 logger.warning("console presence stream ended: %s", exc)

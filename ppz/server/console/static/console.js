@@ -45,6 +45,8 @@ function startTail(list) {
 function startPresence(table) {
   const body = table.tBodies[0];
   const source = new EventSource(table.dataset.events);
+  const pipes = document.getElementById("pipes");
+  source.addEventListener("pipes", (event) => { if (pipes) updatePipes(pipes, JSON.parse(event.data)); });
   source.addEventListener("presence", (event) => {
     const rows = JSON.parse(event.data);
     body.replaceChildren();
@@ -67,6 +69,29 @@ function startPresence(table) {
       body.append(tr);
     }
   });
+}
+
+function updatePipes(table, rows) {
+  const body = table.tBodies[0];
+  for (const r of rows) {
+    let tr = body.querySelector('tr[data-pipe="' + CSS.escape(r.name) + '"]');
+    if (!tr) {
+      for (const empty of body.querySelectorAll("tr.empty")) empty.remove();
+      tr = el("tr");
+      tr.dataset.pipe = r.name;
+      const link = el("a", "", r.name);
+      link.href = "/ui/pipes/" + encodeURIComponent(r.name);
+      const first = el("td");
+      first.append(link);
+      tr.append(first, el("td"), el("td"), el("td"), el("td", "preview"));
+      body.append(tr);
+    }
+    const cells = tr.cells;
+    cells[1].textContent = String(r.total);
+    cells[2].textContent = r.last || "";
+    cells[3].textContent = r.sender || "";
+    cells[4].textContent = r.preview || "";
+  }
 }
 
 function startSendBox(form) {

@@ -214,6 +214,15 @@ class ConsoleFeed:
 
         return list(await asyncio.gather(*(summary(p) for p in pipes)))
 
+    async def last_seq(self, account_id: str, pipe: PipeEntry) -> int:
+        """The sequence of the pipe's newest message (0 when empty or missing)."""
+        nc = await self.reader(account_id)
+        stream = names.stream_name(account_id, pipe.manifold, pipe.handle, pipe.pipe)
+        try:
+            return int((await nc.jetstream(timeout=JS_TIMEOUT).stream_info(stream)).state.last_seq)
+        except nats.js.errors.NotFoundError:
+            return 0
+
     async def page(self, account_id: str, pipe: PipeEntry, before: int = 0, size: int = PAGE_SIZE) -> Page:
         """Up to ``size`` messages ending before sequence ``before`` (the newest when 0)."""
         nc = await self.reader(account_id)

@@ -314,7 +314,7 @@ class Console:
             return Response("no such pipe\n", 404, media_type="text/plain")
         after = _int(request.headers.get("last-event-id")) or _int(request.query_params.get("after"))
         if after <= 0 and "after" not in request.query_params:
-            after = (await self.feed.page(session.account_id, pipe, size=0)).last_seq
+            after = await self.feed.last_seq(session.account_id, pipe)
         sid = session.id
 
         async def events() -> AsyncIterator[bytes]:

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ppz import cursors
+from ppz import cursors, ipc
 from ppz.cursors import CursorEntry
 
 logger = logging.getLogger(__name__)
 
-HOME_ENV = "PPZ_HOME"
-SOCKET_ENV = "PPZ_IPC_SOCKET"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 PID_MODE = 0o644
@@ -36,22 +34,14 @@ PID_MODE = 0o644
 
 
 def resolve_home() -> Path:
-    """``$PPZ_HOME``, else ``~/.ppz``, else ``.ppz`` in the working directory when the home
-    directory is unknown (``HOME`` empty, or unset with no password entry). An empty
-    ``PPZ_HOME`` counts as unset."""
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env)
-    user_home = None if os.environ.get("HOME") == "" else os.path.expanduser("~")
-    if not user_home or user_home.startswith("~"):
-        return Path(".ppz")
-    return Path(user_home) / ".ppz"
+    """``$PPZ_HOME``, else ``~/.ppz``, else ``.ppz`` in the working directory when there is no
+    home directory: :func:`ppz.ipc.home_dir`, the one resolution the CLI uses too."""
+    return Path(ipc.home_dir())
 
 
 def resolve_socket(home: Path) -> Path:
-    """``$PPZ_IPC_SOCKET`` (when non-empty), else ``<home>/daemon.sock``."""
-    env = os.environ.get(SOCKET_ENV)
-    return Path(env) if env else home / "daemon.sock"
+    """``$PPZ_IPC_SOCKET`` (when non-empty), else ``<home>/daemon.sock`` (:func:`ppz.ipc.socket_path`)."""
+    return Path(ipc.socket_path(home=str(home)))
 
 
 def _ensure_private_dir(path: Path) -> None:

@@ -67,18 +67,34 @@ class RequestIncomplete(EOFError):
 # Environment
 
 
+def user_home(environ: Mapping[str, str] | None = None) -> str | None:
+    """The user's home directory: ``$HOME``, or the password database's entry when ``HOME`` is
+    unset (as ``os.path.expanduser`` does); None when there is none (``HOME`` set but empty, or
+    unset with no entry)."""
+    env = os.environ if environ is None else environ
+    if "HOME" in env:
+        return env["HOME"] or None
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir or None
+    except (ImportError, KeyError):
+        return None
+
+
 def home_dir(environ: Mapping[str, str] | None = None) -> str:
-    """``$PPZ_HOME``, else ``$HOME/.ppz``, else ``.ppz`` relative to the working directory
-    (no home: ``$HOME`` unset or empty, as Go's ``os.UserHomeDir`` sees it)."""
+    """``$PPZ_HOME`` (when non-empty), else ``~/.ppz``, else ``.ppz`` relative to the working
+    directory when there is no home (:func:`user_home`). The one resolution of the home: the
+    CLI, the daemon (``ppz.home``) and the diagnostics bundle all use it."""
     env = os.environ if environ is None else environ
-    user_home = env.get("HOME", "")
-    return env.get("PPZ_HOME", "") or (os.path.join(user_home, HOME_SUBDIR) if user_home else HOME_SUBDIR)
+    return env.get("PPZ_HOME", "") or os.path.join(user_home(env) or "", HOME_SUBDIR)
 
 
-def socket_path(environ: Mapping[str, str] | None = None) -> str:
-    """``$PPZ_IPC_SOCKET``, else ``<home_dir()>/daemon.sock``."""
+def socket_path(environ: Mapping[str, str] | None = None, home: str | None = None) -> str:
+    """``$PPZ_IPC_SOCKET`` (when non-empty), else ``<home>/daemon.sock`` with ``home`` defaulting
+    to :func:`home_dir`."""
     env = os.environ if environ is None else environ
-    return env.get("PPZ_IPC_SOCKET", "") or os.path.join(home_dir(env), SOCKET_NAME)
+    return env.get("PPZ_IPC_SOCKET", "") or os.path.join(home_dir(env) if home is None else home, SOCKET_NAME)
 
 
 def ipc_timeout(environ: Mapping[str, str] | None = None) -> float:

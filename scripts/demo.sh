@@ -40,7 +40,11 @@ run "$BIN/ppz" ls
 cat <<EOT
 
 The demo is running: ppz-server on http://$PPZ_HTTP_ADDR (NATS on $PPZ_NATS_ADDR) and a daemon
-for PPZ_HOME=$PPZ_HOME. Use it from your own shell:
+for PPZ_HOME=$PPZ_HOME.
+
+Web console: http://$PPZ_HTTP_ADDR/ui/  (sign in with the API key $KEY)
+
+Use it from your own shell:
 
   export PATH=$BIN:\$PATH PPZ_HOME=$PPZ_HOME
   ppz status

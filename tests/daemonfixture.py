@@ -145,9 +145,10 @@ class Creds:
         self.url, self.api_key, self.account_id = url, api_key, account_id
 
 
-def setup_world(server: Any, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
-    """Log ``h`` into a fresh account on ``server`` and create message sources ``handles``."""
-    key = server.add_key("acme")
+def setup_world(server: Any, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob"),
+                account: str = "acme") -> dict[str, Any]:
+    """Log ``h`` into ``account`` on ``server`` and create message sources ``handles``."""
+    key = server.add_key(account)
     h.login(server.url, key)
     acct = h.wait_connected()["account_id"]
     creds = Creds(server.url, key, acct)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import stat
 import subprocess
@@ -100,7 +101,7 @@ def test_unknown_user_home_falls_back_to_relative_dot_ppz(monkeypatch: pytest.Mo
     monkeypatch.setenv("HOME", "")
     assert resolve_home() == Path(".ppz")
     monkeypatch.delenv("HOME")
-    monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # no password entry either
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: {}[uid])  # no password entry either
     assert resolve_home() == Path(".ppz")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -132,7 +133,8 @@ def test_home_dir_resolution() -> None:
     assert ipc.home_dir({"PPZ_HOME": "/srv/ppz", "HOME": "/home/a"}) == "/srv/ppz"
     assert ipc.home_dir({"PPZ_HOME": "", "HOME": "/home/a"}) == "/home/a/.ppz"
     assert ipc.home_dir({"HOME": "/home/a"}) == "/home/a/.ppz"
-    assert ipc.home_dir({}) == ".ppz"
+    # HOME unset: the password database's home, as os.path.expanduser sees it.
+    assert ipc.home_dir({}) == os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".ppz")
     assert ipc.home_dir({"HOME": ""}) == ".ppz"
 
 
@@ -146,7 +148,8 @@ def test_socket_path_resolution() -> None:
     assert ipc.socket_path({"PPZ_IPC_SOCKET": "/run/p.sock", "PPZ_HOME": "/srv/ppz"}) == "/run/p.sock"
     assert ipc.socket_path({"PPZ_IPC_SOCKET": "", "PPZ_HOME": "/srv/ppz"}) == "/srv/ppz/daemon.sock"
     assert ipc.socket_path({"HOME": "/home/a"}) == "/home/a/.ppz/daemon.sock"
-    assert ipc.socket_path({}) == ".ppz/daemon.sock"
+    assert ipc.socket_path({"HOME": ""}) == ".ppz/daemon.sock"
+    assert ipc.socket_path({"PPZ_IPC_SOCKET": ""}, home="/h") == "/h/daemon.sock"
 
 
 @pytest.mark.parametrize(

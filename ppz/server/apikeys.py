@@ -9,7 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import argon2
 
@@ -30,6 +30,7 @@ class Principal:
 
     account_id: str
     name: str
+    key_id: int = field(default=0, compare=False)
 
 
 def new_key() -> str:
@@ -40,6 +41,16 @@ def new_key() -> str:
 def key_prefix(key: str) -> str:
     """The 8 characters after ``ppz_`` (the lookup prefix)."""
     return key[len(KEY_PREFIX) : len(KEY_PREFIX) + 8]
+
+
+def normalise_prefix(text: str) -> str | None:
+    """A key prefix as an operator may type it (``0a1b2c3d``, ``ppz_0a1b2c3d``, or a longer start
+    of the key) → the 8-character prefix; None when it is not one."""
+    text = text.strip().lower()
+    if text.startswith(KEY_PREFIX):
+        text = text[len(KEY_PREFIX):]
+    text = text[:8]
+    return text if re.fullmatch(r"[0-9a-f]{8}", text) else None
 
 
 def hash_key(key: str) -> str:
@@ -58,7 +69,9 @@ def create_key(store: Store, *, account_id: str, principal: str, now: str) -> st
 
 class KeyVerifier:
     """Checks presented keys against the store. Successful checks are cached in memory for at
-    most ``ttl`` seconds, keyed by the SHA-256 of the presented key, never by the key itself."""
+    most ``ttl`` seconds, keyed by the SHA-256 of the presented key, never by the key itself.
+    A cache hit still asks the store whether the key was revoked meanwhile (an indexed lookup,
+    not a hash), so a revoked key fails its very next use."""
 
     def __init__(
         self, store: Store, *, ttl: float = CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -77,8 +90,12 @@ class KeyVerifier:
         now = self._clock()
         with self._lock:
             hit = self._cache.get(digest)
-            if hit is not None and hit[1] > now:
+        if hit is not None and hit[1] > now:
+            if self._store.key_active(hit[0].key_id):
                 return hit[0]
+            with self._lock:
+                self._cache.pop(digest, None)
+            return None
         for row in self._store.keys_with_prefix(key_prefix(key)):
             try:
                 HASHER.verify(row.hash, key)
@@ -86,7 +103,7 @@ class KeyVerifier:
                 continue
             except argon2.exceptions.InvalidHashError:
                 continue
-            principal = Principal(account_id=row.account_id, name=row.principal)
+            principal = Principal(account_id=row.account_id, name=row.principal, key_id=row.id)
             with self._lock:
                 self._cache = {d: v for d, v in self._cache.items() if v[1] > now}
                 self._cache[digest] = (principal, now + self._ttl)

@@ -15,9 +15,13 @@ import signal
 import time
 from types import FrameType
 
+from starlette.middleware import Middleware
+
 import ppz
+from ppz.server import httpapi
 from ppz.server.apikeys import KeyVerifier
-from ppz.server.httpapi import ApiServer
+from ppz.server.console.feed import ConsoleFeed
+from ppz.server.console.views import Console, SecurityHeaders
 from ppz.server.natsctl import NatsControl, NatsControlError
 from ppz.server.natsproc import NatsServerProcess
 from ppz.server.service import ControlPlane
@@ -25,6 +29,7 @@ from ppz.server.settings import Settings, connect_host, prepare_data_dir
 from ppz.server.store import Store
 from ppz.server.tenants import Tenants
 from ppz.server.trust import load_or_create_trust
+from ppz.server.web import WebServer, bind, build_app
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ def serve(settings: Settings) -> int:
     store: Store | None = None
     child: NatsServerProcess | None = None
     control: NatsControl | None = None
-    http: ApiServer | None = None
+    http: WebServer | None = None
+    feed: ConsoleFeed | None = None
     try:
         _install_signal_handlers()
         prepare_data_dir(settings.data_dir)
@@ -92,22 +98,29 @@ def serve(settings: Settings) -> int:
         control.on_system_reconnected = tenants.repush_all
         pushed = tenants.push_all()
         logger.info("published %d tenant account(s)", pushed)
+        verifier = KeyVerifier(store)
         plane = ControlPlane(
             store=store,
             tenants=tenants,
-            verifier=KeyVerifier(store),
+            verifier=verifier,
             jwt_ttl=settings.jwt_ttl,
             nats_public_url=settings.advertised_nats_url,
             nats_port=settings.nats_port,
             default_nats_host=connect_host(settings.nats_host),
         )
-        http = ApiServer(settings.http_host, settings.http_port, plane, server_version())
-        http.serve_in_thread()
+        feed = ConsoleFeed(nats=control, tenants=tenants, store=store)
+        console = Console(store=store, verifier=verifier, feed=feed, version=server_version())
+        sock = bind(settings.http_host, settings.http_port)
+        http = WebServer(
+            build_app(httpapi.routes(plane, server_version()) + console.routes(), [Middleware(SecurityHeaders)]),
+            sock,
+        )
+        http.start(control.submit)
         logger.info(
             "ppz-server %s serving HTTP on %s:%d, NATS %s (data %s)",
             server_version(),
             settings.http_host,
-            http.server_address[1],
+            http.port,
             ("external at " + ",".join(settings.nats_urls))
             if settings.nats_external
             else f"on {settings.nats_host}:{settings.nats_port}",
@@ -122,6 +135,8 @@ def serve(settings: Settings) -> int:
         logger.error("ppz-server failed: %s", exc, exc_info=logger.isEnabledFor(logging.DEBUG))
         return 1
     finally:
+        if feed is not None:
+            feed.closing = True  # live streams end, so the HTTP server stops without waiting for them
         _shutdown(http, control, child, store)
 
 
@@ -157,11 +172,10 @@ def _connect_external(control: NatsControl, settings: Settings, user_jwt: str, s
 
 
 def _shutdown(
-    http: ApiServer | None, control: NatsControl | None, child: NatsServerProcess | None, store: Store | None
+    http: WebServer | None, control: NatsControl | None, child: NatsServerProcess | None, store: Store | None
 ) -> None:
     for step in (
-        http.shutdown if http else None,
-        http.server_close if http else None,
+        http.stop if http else None,
         control.close if control else None,
         child.stop if child else None,
         store.close if store else None,

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from ppz import names
-from ppz.errors import EXIT_USAGE
-from ppz.server.apikeys import create_key
+from ppz.errors import EXIT_ERROR, EXIT_USAGE
+from ppz.render import table
+from ppz.server.apikeys import create_key, normalise_prefix
 from ppz.server.app import DB_NAME, TRUST_NAME, serve
 from ppz.server.natsbin import nats_server_bin
 from ppz.server.natsconf import DEFAULT_CLUSTER_NAME, ClusterNode, render_node_config, route_url
@@ -38,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     add_key = commands.add_parser("add-key", help="create an API key and print it on stdout")
     add_key.add_argument("--account", required=True, help="account name (created if missing)")
     add_key.add_argument("--user", default="admin", help="principal name (default: admin)")
+    keys = commands.add_parser("keys", help="list or revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_list = key_commands.add_parser("list", help="list API keys: prefix, account, user, created, revoked")
+    key_list.add_argument("--account", default="", help="only this account's keys")
+    revoke = key_commands.add_parser(
+        "revoke", help="revoke the API key with this prefix (the 8 characters after ppz_, or the key's start)"
+    )
+    revoke.add_argument("prefix", help="key prefix, e.g. 0a1b2c3d or ppz_0a1b2c3d")
+    revoke.add_argument("--account", default="", help="only in this account (when a prefix is ambiguous)")
     conf = commands.add_parser(
         "nats-config",
         help="print the nats-server configuration of one JetStream cluster node trusting this server",
@@ -83,6 +93,50 @@ def add_key(account: str, user: str) -> int:
     return 0
 
 
+def keys(args: argparse.Namespace) -> int:
+    """``keys list`` and ``keys revoke PREFIX`` on the store (the running server sees a
+    revocation at the key's next use)."""
+    directory = data_dir()
+    prepare_data_dir(directory)
+    store = Store(directory / DB_NAME)
+    try:
+        account_id = ""
+        if args.account:
+            account = store.account_by_name(args.account)
+            if account is None:
+                print(f"ppz-server: no account {args.account!r}", file=sys.stderr)
+                return EXIT_ERROR
+            account_id = account.id
+        if args.keys_command == "list":
+            rows = [("PREFIX", "ACCOUNT", "USER", "CREATED", "REVOKED")]
+            rows += [(k.prefix, k.account, k.principal, k.created_at, k.revoked_at or "-")
+                     for k in store.key_infos(account_id=account_id)]
+            for line in table(rows):
+                print(line)
+            return 0
+        prefix = normalise_prefix(args.prefix)
+        if prefix is None:
+            print(f"ppz-server: invalid key prefix {args.prefix!r}: 8 hex characters", file=sys.stderr)
+            return EXIT_USAGE
+        active = [k for k in store.key_infos(account_id=account_id, prefix=prefix) if not k.revoked_at]
+        if not active:
+            print(f"ppz-server: no active key with prefix {prefix}", file=sys.stderr)
+            return EXIT_ERROR
+        if len(active) > 1:
+            print(
+                f"ppz-server: {len(active)} active keys have prefix {prefix} "
+                f"(accounts {', '.join(sorted({k.account for k in active}))}); name one with --account",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        key = active[0]
+        store.revoke_key(key.id, rfc3339(time.time()))
+        print(f"revoked key {prefix} (account {key.account}, user {key.principal})")
+        return 0
+    finally:
+        store.close()
+
+
 def nats_config(args: argparse.Namespace) -> int:
     try:
         node = ClusterNode(
@@ -112,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "add-key":
         return add_key(args.account, args.user)
+    if args.command == "keys":
+        return keys(args)
     if args.command == "nats-config":
         return nats_config(args)
     level = logging.getLevelName(os.environ.get("PPZ_SERVER_LOG_LEVEL", "INFO").upper())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import logging
 import threading
@@ -88,6 +89,7 @@ class NatsControl:
         self._thread = threading.Thread(target=self._loop.run_forever, name="nats-loop", daemon=True)
         self._system: NATS | None = None
         self._tenants: dict[str, NATS] = {}
+        self._others: list[NATS] = []
         self._push_locks: dict[str, asyncio.Lock] = {}
         self.on_system_reconnected: Callable[[], Coroutine[Any, Any, None]] | None = None
 
@@ -95,6 +97,14 @@ class NatsControl:
 
     def start(self) -> None:
         self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop thread without waiting (the HTTP server's serve task)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = REQUEST_TIMEOUT * 2) -> T:
         """Run ``coro`` on the loop thread and wait for its result (thread-safe)."""
@@ -121,9 +131,10 @@ class NatsControl:
             self._loop.close()
 
     async def _close_all(self) -> None:
-        conns = [c for c in [self._system, *self._tenants.values()] if c is not None]
+        conns = [c for c in [self._system, *self._tenants.values(), *self._others] if c is not None]
         self._system = None
         self._tenants.clear()
+        self._others.clear()
         for nc in conns:
             try:
                 await asyncio.wait_for(nc.close(), 2.0)
@@ -213,6 +224,12 @@ class NatsControl:
                 return state
             await asyncio.sleep(PROBE_INTERVAL)
 
+    async def connect_user(self, name: str, user_jwt: str, seed: str) -> NATS:
+        """Another connection of the server (the console's read-only users), closed with the rest."""
+        nc = await self._connect(name, user_jwt, seed)
+        self._others.append(nc)
+        return nc
+
     async def connect_tenant(self, account_id: str, name: str, user_jwt: str, seed: str) -> None:
         """Connect (or reconnect) as a tenant's server user."""
         nc = await self._connect(name, user_jwt, seed)
@@ -295,6 +312,14 @@ class NatsControl:
                 return False
             raise
         return True
+
+    async def publish(self, account_id: str, subject: str, data: bytes, stream: str) -> int:
+        """A JetStream publish as the tenant's server user; the stream sequence of its PubAck."""
+        nc = self._tenants.get(account_id)
+        if nc is None:
+            raise NatsControlError(f"no NATS connection for account {account_id}")
+        ack = await nc.jetstream().publish(subject, data, stream=stream, timeout=REQUEST_TIMEOUT)
+        return int(ack.seq)
 
     async def gather(self, coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
         """Run coroutines concurrently; exceptions are returned, not raised."""

@@ -192,8 +192,11 @@ def user_claims(
     nbf: int | None = None,
     exp: int | None = None,
     issuer_account: str | None = None,
+    pub_allow: tuple[str, ...] = (">",),
+    sub_allow: tuple[str, ...] = (">",),
 ) -> Claims:
-    """User claims with ``pub >``/``sub >`` and no subs/data/payload limits.
+    """User claims with ``pub >``/``sub >`` (or the subjects given) and no subs/data/payload
+    limits.
 
     A missing limit means 0 to the NATS server, which closes the client on its first
     subscribe, so ``subs``, ``data`` and ``payload`` are always -1.
@@ -205,8 +208,8 @@ def user_claims(
         claims["exp"] = exp
     claims |= {"iss": issuer, "sub": user, "name": name}
     nats: dict[str, Any] = {
-        "pub": {"allow": [">"]},
-        "sub": {"allow": [">"]},
+        "pub": {"allow": list(pub_allow)},
+        "sub": {"allow": list(sub_allow)},
         "subs": NO_LIMIT,
         "data": NO_LIMIT,
         "payload": NO_LIMIT,

@@ -106,6 +106,19 @@ class KeyRow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class KeyInfo:
+    """An API key as operators see it (``ppz-server keys list``): never the key or its hash."""
+
+    id: int
+    account_id: str
+    account: str
+    principal: str
+    prefix: str
+    created_at: str
+    revoked_at: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Source:
     id: str
     account_id: str
@@ -228,6 +241,11 @@ class Store:
             row = db.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone()
         return _account(row) if row else None
 
+    def account_by_name(self, name: str) -> Account | None:
+        with self.tx() as db:
+            row = db.execute("SELECT * FROM accounts WHERE name = ?", (name,)).fetchone()
+        return _account(row) if row else None
+
     def accounts(self) -> list[Account]:
         with self.tx() as db:
             return [_account(r) for r in db.execute("SELECT * FROM accounts ORDER BY name")]
@@ -273,6 +291,37 @@ class Store:
             KeyRow(id=r["id"], account_id=r["account_id"], principal=r["principal"], hash=r["hash"])
             for r in rows
         ]
+
+    def key_active(self, key_id: int) -> bool:
+        """True while the key exists and is not revoked."""
+        with self.tx() as db:
+            row = db.execute("SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return row is not None and row["revoked_at"] is None
+
+    _KEY_INFO = (
+        "SELECT k.id, k.account_id, a.name AS account, p.name AS principal, k.prefix, k.created_at, "
+        "COALESCE(k.revoked_at, '') AS revoked_at FROM api_keys k "
+        "JOIN principals p ON p.id = k.principal_id JOIN accounts a ON a.id = k.account_id"
+    )
+
+    def key_infos(self, *, account_id: str = "", prefix: str = "") -> list[KeyInfo]:
+        """The keys (of one account, with one prefix, when given), oldest first."""
+        where, args = [], []
+        for column, value in (("k.account_id", account_id), ("k.prefix", prefix)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = self._KEY_INFO + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.name, k.id"
+        with self.tx() as db:
+            return [KeyInfo(**dict(r)) for r in db.execute(sql, args).fetchall()]
+
+    def revoke_key(self, key_id: int, now: str) -> bool:
+        """Mark a key revoked; False when it was already revoked or does not exist."""
+        with self.tx(write=True) as db:
+            cur = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
+            )
+            return cur.rowcount > 0
 
     # --- sources ---------------------------------------------------------------------------
 

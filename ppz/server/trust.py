@@ -149,9 +149,17 @@ def check_tenant_jwt(trust: Trust, tenant: TenantAccount) -> None:
 
 
 def mint_user(
-    tenant: TenantAccount, *, name: str, now: int, ttl: int, backdate: int = NBF_BACKDATE
+    tenant: TenantAccount,
+    *,
+    name: str,
+    now: int,
+    ttl: int,
+    backdate: int = NBF_BACKDATE,
+    pub_allow: tuple[str, ...] = (">",),
+    sub_allow: tuple[str, ...] = (">",),
 ) -> UserCredential:
-    """A user credential signed by the account's signing key (§3.1)."""
+    """A user credential signed by the account's signing key (§3.1); narrower permissions
+    when ``pub_allow``/``sub_allow`` are given (the console's read-only user)."""
     seed = natsjwt.new_seed(natsjwt.PREFIX_USER)
     exp = now + ttl
     claims = natsjwt.user_claims(
@@ -162,5 +170,7 @@ def mint_user(
         nbf=now - backdate,
         exp=exp,
         issuer_account=tenant.public_key,
+        pub_allow=pub_allow,
+        sub_allow=sub_allow,
     )
     return UserCredential(jwt=natsjwt.encode(claims, tenant.signing_seed), seed=seed, expires=exp)

@@ -11,6 +11,7 @@ import pytest
 from daemonfixture import DaemonHome, wait_for
 from httpproxy import EXCHANGE, RecordingProxy
 from serverfixture import ServerProcess
+from tcpproxy import TcpForwarder
 
 from ppz import errors
 from ppz.serverclient import ServerClient
@@ -97,8 +98,20 @@ def test_concurrent_verbs_share_one_cold_exchange(ppz_server: ServerProcess, ppz
         t.join(30)
     assert all(isinstance(r, dict) for r in results), results
     assert exchanges(proxy) == 1
-    swaps = [e for e in ppz_home.events() if e["type"] == "swap"]
-    assert len({e["nc_id"] for e in swaps[-1:]}) == 1
+    # All eight ended on one connection: since the restart, one dial, installed once.
+    events = since_last_start(ppz_home)
+    swaps = [e for e in events if e["type"] == "swap"]
+    assert len(swaps) == 1 and swaps[0]["reason"] == f"old=- new={swaps[0]['nc_id']}", swaps
+    assert [(e["type"], e["nc_id"]) for e in events if e["type"] in ("connect", "reconnect")] == [
+        ("connect", swaps[0]["nc_id"])]
+
+
+def since_last_start(h: DaemonHome) -> list[dict[str, Any]]:
+    """The events recorded since the newest ``daemon_start``."""
+    events = h.events()
+    starts = [i for i, e in enumerate(events) if e["type"] == "daemon_start"]
+    assert starts, events
+    return events[starts[-1] + 1:]
 
 
 @pytest.mark.timeout(60)
@@ -122,55 +135,6 @@ def test_empty_nats_url_fails_verbs_but_not_the_daemon(ppz_server: ServerProcess
     h.ppz("daemon", "start")
     h.wait_connected()
     assert h.call("Send", {"handle": "bob", "channel": "inbox", "payload": "y"})["bytes"] == 1
-
-
-class TcpForwarder:
-    """Listens on a fixed loopback port once started and forwards every connection to ``target``."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self.target = port, target
-        self.server: Any = None
-
-    def start(self) -> None:
-        import socket
-        import socketserver
-
-        target = self.target
-
-        class Pipe(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                upstream = socket.create_connection(target)
-
-                def pump(src: socket.socket, dst: socket.socket) -> None:
-                    try:
-                        while data := src.recv(65536):
-                            dst.sendall(data)
-                    except OSError:
-                        pass
-                    finally:
-                        for s in (src, dst):
-                            try:
-                                s.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-
-                t = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
-                t.start()
-                pump(self.request, upstream)
-                t.join(5)
-                upstream.close()
-
-        class Server(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", self.port), Pipe)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 @pytest.mark.timeout(90)

@@ -48,6 +48,9 @@ class CountingStore:
         self.lookups += 1
         return self.store.keys_with_prefix(prefix)
 
+    def key_active(self, key_id: int) -> bool:
+        return self.store.key_active(key_id)
+
 
 def test_verifier_checks_hash_and_caches_at_most_60s(store: Store) -> None:
     account = store.ensure_account("acme", "t")

@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint server demo demo-stop bench venv clean
+.PHONY: test lint server demo demo-stop bench soak venv clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ server: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Not part of `make test`: runs the exactly-once soak (docs/reliability.md), ~1 min per run.
+soak: $(STAMP)
+	$(PY) scripts/soak.py $(SOAK_ARGS)
 
 demo: $(STAMP)
 	@scripts/demo.sh

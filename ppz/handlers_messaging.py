@@ -544,8 +544,12 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
     emitted = kept
     if not follow and (plan.uncollared or plan.pipe in TABULAR_PIPES):
         emitted = sorted(kept, key=lambda item: effective_priority(item[1].priority))
+    written = 0
     for _, env in emitted:
         out.event("msg", read_message(env))
+        if out.gone:
+            break
+        written += 1
     if capped and kept:
         remaining = last - max(seq for seq, _ in kept)
         if remaining > 0:
@@ -553,9 +557,13 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
     reader = p["sender"] or sys.state_box.value.session(session).current
     if advancing:
         top = max([seq for seq, _ in kept] + [undecodable_top])
+        if emitted[written:]:
+            # The client went away (or a swap closed a follow) mid-drain: the messages whose
+            # write failed were not delivered, so the cursor stops short of the first of them.
+            top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
             cursors.advance(session, plan.cursor_key, top, created)
-            send_receipts(sys, view, plan.acct, reader, [env for _, env in kept])
+            send_receipts(sys, view, plan.acct, reader, [env for _, env in emitted[:written]])
     if not follow or out.gone:
         return follow_ref
     _follow(sys, p, conn, out, view, plan, last, created, advancing, reader, follow_ref)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import logging
 import os
 import threading
@@ -100,7 +101,12 @@ class ConnView:
         if self.loop_thread is None:
             coro.close()
             raise self.unusable()
-        return self.loop_thread.run(coro, timeout)
+        try:
+            return self.loop_thread.run(coro, timeout)
+        except concurrent.futures.CancelledError:
+            # The loop cancelled it: the daemon is stopping and its connection goes with it
+            # (nats.md §6: connection closed → unreachable), not an internal error.
+            raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
 
 
 def classify_dial_error(text: str) -> errors.PpzError:

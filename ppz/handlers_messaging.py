@@ -24,7 +24,7 @@ import pykka
 
 from ppz import errors, names
 from ppz import jetstream as js
-from ppz.actors.nats import ConnView
+from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
@@ -51,6 +51,7 @@ TABULAR_PIPES = ("inbox", "broadcast")
 PREVIEW_LEN = 60
 PREVIEW_CONCURRENCY = 8
 META_CLAMP = 1000
+REPORT_WAIT = 2 * PROBE_TIMEOUT + 1.0  # the probe, then closing the connection it failed
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -432,18 +433,31 @@ def plan_read(sys: System, p: dict[str, Any]) -> ReadPlan:
 
 
 def lookup_stream(sys: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView, js.StreamInfo]:
-    """Step 5, with one retry after a transport failure (failure report + ensure-NATS)."""
+    """Step 5, with one retry after a transport failure: after a timeout the retry waits for
+    the failure report's outcome (a stalled connection is closed by then), then ensure-NATS
+    hands it the installed connection, rebuilt if need be."""
     not_found = (errors.uncollared_not_found(plan.pipe, plan.manifold) if plan.uncollared
                  else errors.pipe_not_found(plan.pipe, plan.handle))
     for attempt in (1, 2):
         try:
             return view, view.run(js.stream_info(view.client, plan.stream))
         except js.JsError as exc:
-            error = lookup_error(sys, view, exc, not_found)  # a timeout also reports the failure
             if exc.kind != js.TRANSPORT or attempt == 2:
-                raise error from None
+                raise lookup_error(sys, view, exc, not_found) from None  # a timeout also reports
+            if exc.timeout:
+                await_failure_report(sys, f"stream lookup: {exc.text}")
             view = require_connection(sys)
     raise errors.PpzError(errors.E_NATS_UNREACHABLE)
+
+
+def await_failure_report(sys: System, cause: str) -> None:
+    """Run the failure report (daemon.md §6) and wait for its outcome: the probe's verdict and,
+    when it failed, the stalled connection closed."""
+    outcome = sys.nats.report_failure(cause).get()
+    try:
+        outcome.result(timeout=REPORT_WAIT)
+    except TimeoutError:
+        logger.warning("the failure report after %s did not finish in %.0f s", cause, REPORT_WAIT)
 
 
 def stdout_meta(view: ConnView, plan: ReadPlan) -> dict[str, int] | None:

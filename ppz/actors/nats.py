@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -175,7 +176,8 @@ class NatsActor(pykka.ThreadingActor):
         self._rotating_nc_id = ""
         self._last_rotation_at = 0.0
         self._rotation_pending = False
-        self._probe_in_flight = False
+        # The failure report in flight (single-flight): its outcome, resolved on the loop.
+        self._report: Future[None] | None = None
         self._watches: dict[str, _Watch] = {}
         # Touched only on the loop thread: rotation waiters resolved by reconnected_cb.
         self._rotation_waiters: dict[str, asyncio.Future[bool]] = {}
@@ -627,37 +629,68 @@ class NatsActor(pykka.ThreadingActor):
 
     # --- failure report (daemon.md §6) ------------------------------------------------------
 
-    def report_failure(self, cause: str) -> None:
-        """A JetStream request timed out on a nominally connected connection: probe it."""
+    def report_failure(self, cause: str) -> Future[None]:
+        """A JetStream request timed out on a nominally connected connection: probe it.
+
+        Returns the report's outcome, done once the probe finished and, when it failed, the
+        connection is closed: a caller that retries after it gets a rebuilt connection instead
+        of the same stalled one. A report already in flight is not repeated; its outcome is
+        returned (one probe, one event).
+        """
+        if self._report is not None:
+            return self._report
+        outcome: Future[None] = Future()
         inst = self._installed
-        if self._probe_in_flight or inst is None:
-            return
-        self._probe_in_flight = True
+        # A reconnecting client (an in-place rotation, a dropped server) loses the PONG of a
+        # flush issued meanwhile (daemon.md §5.9): it is not nominally connected, no probe.
+        if inst is None or not inst.nc.is_connected:
+            outcome.set_result(None)
+            return outcome
+        self._report = outcome
         nc_id = inst.nc_id
         nc = inst.nc
 
         async def probe() -> None:
             error = ""
             try:
-                await nc.jetstream(timeout=PROBE_TIMEOUT).account_info()
+                # A core round trip: it tests the connection itself. A JetStream request would
+                # also fail while a cluster elects a meta leader, on a healthy connection.
+                await nc.flush(timeout=int(PROBE_TIMEOUT))
             except Exception as exc:  # noqa: BLE001 - any failure fails the probe
                 error = str(exc) or type(exc).__name__
             self._tell_self(ProbeFinished(nc_id=nc_id, cause=cause, error=error))
 
         self._loop.submit(probe())
+        return outcome
 
     def _on_probe_finished(self, msg: ProbeFinished) -> None:
-        self._probe_in_flight = False
+        outcome = self._report or Future()
+        self._report = None
         if not msg.error:
             self._record("warn", caller="reportNATSFailure", nc_id=msg.nc_id,
                          reason=f"kept connection: probe passed after {msg.cause}")
+            outcome.set_result(None)
             return
         self._record("force_close", caller="reportNATSFailure", nc_id=msg.nc_id,
                      reason=f"{msg.cause}; probe: {msg.error}")
         inst = self._installed
-        if inst is not None and inst.nc_id == msg.nc_id:
-            self._loop.submit(self._close_quietly(inst.nc))
-            self._kick_connect()
+        if inst is None or inst.nc_id != msg.nc_id:
+            outcome.set_result(None)
+            return
+        kick = self._kick_connect
+
+        async def close_then_reconnect() -> None:
+            try:
+                # Closing marks the client closed at once; a socket that takes nothing more
+                # must not hold the outcome (or the loop) for long.
+                await asyncio.wait_for(self._close_quietly(inst.nc), PROBE_TIMEOUT)
+            except TimeoutError:
+                logger.warning("closing %s after a failed probe timed out", inst.nc_id)
+            finally:
+                kick()
+                outcome.set_result(None)
+
+        self._loop.submit(close_then_reconnect())
 
 
 def presence_handle(subject: str) -> str:

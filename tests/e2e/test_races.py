@@ -12,7 +12,10 @@ from urllib.parse import urlsplit
 import pytest
 from daemonfixture import DaemonHome, setup_world, wait_for
 from httpproxy import RecordingProxy
-from serverfixture import ServerProcess
+from serverfixture import ServerProcess, free_port
+from tcpproxy import TcpForwarder
+
+from ppz import ipc
 
 SOURCES = ("GET", "/api/v1/sources")
 
@@ -75,3 +78,25 @@ def test_status_reports_the_sessions_handle_and_namespace_logged_out(ppz_server:
     assert not status["logged_in"]
     assert (status["current"], status["current_namespace"]) == ("alice", "team-a")
     assert "current" not in h.call("Status", {"session": "other"})
+
+
+@pytest.mark.timeout(90)
+def test_a_read_whose_lookup_stalls_on_a_wedged_connection_gets_its_messages(
+        ppz_server: ServerProcess, home_factory: Any) -> None:
+    host, nats_port = ppz_server.nats_addr.split(":")
+    proxy = TcpForwarder(free_port(), (host, int(nats_port)))
+    proxy.start()
+    try:
+        h = home_factory(PPZ_NATS_URL=f"nats://127.0.0.1:{proxy.port}")
+        setup_world(ppz_server, h)
+        for n in range(3):
+            h.call("Send", {"handle": "alice", "payload": f"m{n}", "session": "s"})
+        proxy.wedge()  # connections open now stay open but forward nothing; new ones work
+        events = list(ipc.stream("Read", {"handle": "alice", "channel": "inbox", "session": "s"},
+                                 path=str(h.home.socket)))
+        assert [ev["msg"]["payload"] for ev in events] == ["m0", "m1", "m2"], events
+        types = [(e["type"], e.get("caller")) for e in h.events()]
+        assert ("force_close", "reportNATSFailure") in types, types
+        assert types.index(("force_close", "reportNATSFailure")) < types.index(("reconnect", "ensureNATS"))
+    finally:
+        proxy.stop()

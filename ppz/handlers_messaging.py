@@ -651,6 +651,14 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
         err = js.classify(exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE if err.kind == js.TRANSPORT else errors.E_INVALID_PIPE) \
             from None
+    if not sys.nats_box.value.serves(view.nc_id):
+        # Swapped out since this Read took its connection, by a swap whose broadcast came before
+        # the follow registered: nothing closes this follow, and its connection closes shortly.
+        logger.info("follow of %s opened on swapped-out %s; ending it for a redial", plan.stream, view.nc_id)
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # the client sees EOF, without an error, and redials
+        except OSError:
+            pass
     try:
         wait_client_gone(conn)
     finally:

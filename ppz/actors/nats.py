@@ -73,6 +73,16 @@ class ConnView:
     dialled_exp: int = 0
     dialled_gen: int = 0
     dial_error: errors.PpzError | None = None
+    # A swap of this connection is under way: its follows are being closed (daemon.md §5.2).
+    replacing: bool = False
+
+    def serves(self, nc_id: str) -> bool:
+        """True when ``nc_id`` is the installed connection and no swap is replacing it.
+
+        A follow checks this after subscribing: a swap whose broadcast went out before the
+        follow registered (so it was not closed) shows here as a swap under way or as another
+        connection installed (the old one closes after a short grace)."""
+        return bool(nc_id) and self.nc_id == nc_id and not self.replacing
 
     def state(self) -> str | None:
         """``connected`` / ``connecting`` / ``disconnected``, or None with no connection."""
@@ -209,7 +219,7 @@ class NatsActor(pykka.ThreadingActor):
 
     # --- published view ------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def _publish(self, *, replacing: bool = False) -> None:
         inst = self._installed
         self._view_box.value = ConnView(
             nc=inst.nc if inst else None,
@@ -220,6 +230,7 @@ class NatsActor(pykka.ThreadingActor):
             dialled_exp=inst.exp if inst else 0,
             dialled_gen=inst.gen if inst else 0,
             dial_error=self._dial_error,
+            replacing=replacing,
         )
 
     def view(self) -> ConnView:
@@ -355,6 +366,9 @@ class NatsActor(pykka.ThreadingActor):
         new_id = new.nc_id if new else "-"
         self._record("swap", caller=caller, nc_id=new.nc_id if new else "",
                      reason=f"old={old_id} new={new_id}")
+        # Published before the broadcast: a follow that registers after it (and so is not
+        # closed by it) finds the swap under way when it checks, and ends for a redial.
+        self._publish(replacing=True)
         pykka.ActorRegistry.broadcast(ConnectionSwapped(old_nc_id=old_id, new_nc_id=new_id),
                                       target_class=FollowActor)
         was_connected = bool(old and old.nc.is_connected)

@@ -585,25 +585,8 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     cursors = CursorStore(sys.home)
 
     noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
-    expected = [last + 1]  # the next stream sequence; the pipe's stream holds only its subject
 
     def deliver(seq: int, data: bytes) -> None:
-        if out.gone or seq < expected[0]:
-            return  # the client is gone, or a redelivery after the ordered consumer reset
-        if seq > expected[0]:
-            # Messages went missing between the consumer and us (or retention removed them):
-            # end the follow without an error, cursor at the last message delivered, so the
-            # client redials and its drain delivers whatever the stream still holds.
-            logger.warning("follow of %s: expected sequence %d, got %d; ending it for a redial",
-                           plan.stream, expected[0], seq)
-            flush()
-            out.gone = True
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        expected[0] = seq + 1
         env = decode_or_none(data)
         if env is not None:
             out.event("msg", read_message(env))

@@ -251,3 +251,29 @@ def test_the_published_view_shows_the_swap_when_follows_are_told(rig: Rig, monke
     assert len(seen) == 1 and seen[0].nc_id == old
     assert not seen[0].serves(old)
     assert rig.nats.view().serves(rig.nats.view().nc_id) and not rig.nats.view().serves(old)
+
+
+def test_a_follow_carries_on_past_messages_removed_from_the_stream(rig: Rig) -> None:
+    """Messages removed from the stream (retention, deletion) before the follow's consumer got to
+    them leave a gap in its sequences. A redial could not bring them back, so the follow carries
+    on with the next message instead of ending."""
+    rig.publish("m0")
+
+    def remove_the_next_message() -> None:  # after the drain (L = 1), before the consumer
+        rig.publish("m1", "m2")
+        rig.delete(2)
+
+    rig.follows.before_consumer = remove_the_next_message
+    reader = rig.follow()
+    try:
+        payloads = []
+        for _ in range(2):
+            event = reader.next()
+            assert event is not None, f"the follow ended after {payloads}"
+            payloads.append(event["msg"]["payload"])
+        assert payloads == ["m0", "m2"]
+        rig.publish("m3")
+        event = reader.next()
+        assert event is not None and event["msg"]["payload"] == "m3"
+    finally:
+        reader.close()

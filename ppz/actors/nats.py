@@ -57,6 +57,7 @@ ROTATE_WAIT = 5.0
 ROTATE_SPACING = 2.0
 SWAP_FLUSH_CAP = 2.0
 SWAP_CLOSE_GRACE = 1.0
+EXPIRY_MARGIN = 0.5  # a swapped-out connection is closed at least this long before its exp
 PROBE_TIMEOUT = 5.0
 JS_TIMEOUT = 5.0
 
@@ -385,7 +386,7 @@ class NatsActor(pykka.ThreadingActor):
                 watch.sub = None  # re-armed by the next swap
                 watch.wake()
         if old is not None and old is not new:
-            self._loop.submit(self._close_quietly(old.nc, grace=SWAP_CLOSE_GRACE if new is not None else 0.0))
+            self._loop.submit(self._close_quietly(old.nc, grace=close_grace(old.exp, new is not None)))
         if new is not None:
             if old is None:
                 self._record("connect", caller=caller, nc_id=new.nc_id, reason="initial connection")
@@ -705,6 +706,19 @@ class NatsActor(pykka.ThreadingActor):
                 outcome.set_result(None)
 
         self._loop.submit(close_then_reconnect())
+
+
+def close_grace(exp: int, replaced: bool, now: float | None = None) -> float:
+    """How long a swapped-out connection stays open for requests in flight on it: none when
+    nothing replaces it, and never up to its credential's expiry (``exp``): the server would
+    close it then with "user authentication expired", which reads as a missed rotation
+    (daemon.md §8.7) although the connection was already replaced."""
+    if not replaced:
+        return 0.0
+    if exp <= 0:
+        return SWAP_CLOSE_GRACE  # no known expiry
+    left = exp - (time.time() if now is None else now) - EXPIRY_MARGIN
+    return max(0.0, min(SWAP_CLOSE_GRACE, left))
 
 
 def presence_handle(subject: str) -> str:

@@ -65,9 +65,12 @@ def test_rotation_under_load(server_factory: Any, ppz_home: DaemonHome) -> None:
     # falls behind loses the oldest to retention (which is not what this test is about).
     h.call("PipeSet", {"handle": "bob", "name": "inbox", "max_msgs": -1, "max_bytes": -1})
     stop = threading.Event()
+    # The followers stop only after the checks: one that stopped with the senders would return
+    # on its next message and miss the sends still in flight (and whatever it had not yet got).
+    stop_followers = threading.Event()
     received: dict[str, list[int]] = defaultdict(list)
-    followers = [threading.Thread(target=follower, args=(h, "bob", f"f{i}", received[f"f{i}"], stop), daemon=True)
-                 for i in range(4)]
+    followers = [threading.Thread(target=follower, args=(h, "bob", f"f{i}", received[f"f{i}"], stop_followers),
+                                  daemon=True) for i in range(4)]
     for t in followers:
         t.start()
     time.sleep(1.0)
@@ -78,17 +81,17 @@ def test_rotation_under_load(server_factory: Any, ppz_home: DaemonHome) -> None:
     for t in senders:
         t.start()
     time.sleep(60)
-    stop_sending = stop
-    stop_sending.set()
+    stop.set()
     for t in senders:
         t.join(20)
-    stop_followers = threading.Event()
-    del stop_followers
-    assert failed == [], failed[:10]
-    assert len(acked) > 1000
-    for name, got in received.items():
-        wait_for(lambda got=got: set(acked) <= set(got), timeout=90, what=f"{name} to catch up")
-        check_exactly_once(acked, got)
+    try:
+        assert failed == [], failed[:10]
+        assert len(acked) > 1000
+        for name, got in received.items():
+            wait_for(lambda got=got: set(acked) <= set(got), timeout=90, what=f"{name} to catch up")
+            check_exactly_once(acked, got)
+    finally:
+        stop_followers.set()
     diag = h.call("Diag", {"since_unix": int(time.time()) - 600})
     assert not [p for p in diag["patterns"] if p["name"] == "post-rotation-auth-violation"]
     kinds = [e["type"] for e in diag["nats_events"]]

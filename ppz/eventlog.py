@@ -455,13 +455,17 @@ def _burst_swap_storms(events: Sequence[Event]) -> Iterator[tuple[Event, str]]:
         i = last + 1
 
 
+# nats-py closes an expired connection with "nats: user authentication expired".
+_AUTH_CLOSE_REASONS = ("authorization violation", "authentication expired")
+
+
 def _post_rotation_auth_violations(events: Sequence[Event]) -> Iterator[tuple[Event, str]]:
     last_disconnect: Event | None = None
     for event in events:
         if event.type == "disconnect":
             last_disconnect = event
             continue
-        if event.type != "closed" or "authorization violation" not in event.reason.lower():
+        if event.type != "closed" or not any(text in event.reason.lower() for text in _AUTH_CLOSE_REASONS):
             continue
         disconnect = last_disconnect
         if disconnect is None or disconnect.jwt_exp == 0:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from ppz import errors, handlers_messaging, handlers_sources
@@ -45,17 +47,17 @@ def status(sys: System, p: dict[str, Any]) -> dict[str, Any]:
         reply["key_prefix"] = creds.key_prefix
         login_check = view.login_check
         if not login_check:
-            login_check = probe_login(sys, creds)
+            login_check = LOGIN_PROBES.outcome_within(sys, creds, LOGIN_PROBE_HOLD)
         if login_check:
             reply["login_check"] = login_check
         refreshed = sys.refresh_box.value.last_refresh_at
         if refreshed:
             reply["last_token_refresh_at"] = format_rfc3339(refreshed)
-        session = sys.state.session(p["session"]).get()
-        if session.current:
-            reply["current"] = session.current
-        if session.namespace:
-            reply["current_namespace"] = session.namespace
+    session = sys.state.session(p["session"]).get()  # set or not, logged in or not
+    if session.current:
+        reply["current"] = session.current
+    if session.namespace:
+        reply["current_namespace"] = session.namespace
     nats_state = sys.nats_box.value.state()
     if nats_state:
         reply["nats_state"] = nats_state
@@ -73,6 +75,45 @@ def probe_login(sys: System, creds: Credentials) -> str:
     except errors.PpzError as exc:
         return "invalid" if exc.code == errors.E_INVALID_API_KEY else ""
     return "ok"
+
+
+class LoginProbes:
+    """Status's login-check probes: one in flight per daemon, each on a thread of its own.
+
+    ``Status`` holds its reply for a probe at most ``LOGIN_PROBE_HOLD`` (the CLI's ensure-running
+    probe gives ``Status`` 2 s: a slow server must not make it start a second daemon). A slower
+    probe finishes in the background; the server client reports its outcome to the state
+    actor, so the next ``Status`` sees it. Claiming the flight is one ``dict.setdefault``
+    (atomic in CPython): no lock, and concurrent ``Status`` calls share one probe.
+    """
+
+    def __init__(self) -> None:
+        self._flights: dict[int, Future[str]] = {}
+
+    def outcome_within(self, sys: System, creds: Credentials, hold: float) -> str:
+        """The probe's outcome if it comes within ``hold`` seconds, else "" (unverified)."""
+        mine: Future[str] = Future()
+        flight = self._flights.setdefault(id(sys), mine)
+        if flight is mine:
+            threading.Thread(target=self._probe, args=(sys, creds, mine), name="ppz-login-probe",
+                             daemon=True).start()
+        try:
+            return flight.result(timeout=hold)
+        except TimeoutError:
+            return ""
+
+    def _probe(self, sys: System, creds: Credentials, flight: Future[str]) -> None:
+        try:
+            outcome = probe_login(sys, creds)
+        except Exception:  # noqa: BLE001 - an unexpected failure leaves the check unverified
+            logger.exception("login check probe failed")
+            outcome = ""
+        self._flights.pop(id(sys), None)
+        flight.set_result(outcome)
+
+
+LOGIN_PROBE_HOLD = 1.0
+LOGIN_PROBES = LoginProbes()
 
 
 # --- Login / Logout (ipc.md §7.2, §7.3) ----------------------------------------------------------

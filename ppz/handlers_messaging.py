@@ -24,7 +24,7 @@ import pykka
 
 from ppz import errors, names
 from ppz import jetstream as js
-from ppz.actors.nats import ConnView
+from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
@@ -51,6 +51,7 @@ TABULAR_PIPES = ("inbox", "broadcast")
 PREVIEW_LEN = 60
 PREVIEW_CONCURRENCY = 8
 META_CLAMP = 1000
+REPORT_WAIT = 2 * PROBE_TIMEOUT + 1.0  # the probe, then closing the connection it failed
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -432,18 +433,31 @@ def plan_read(sys: System, p: dict[str, Any]) -> ReadPlan:
 
 
 def lookup_stream(sys: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView, js.StreamInfo]:
-    """Step 5, with one retry after a transport failure (failure report + ensure-NATS)."""
+    """Step 5, with one retry after a transport failure: after a timeout the retry waits for
+    the failure report's outcome (a stalled connection is closed by then), then ensure-NATS
+    hands it the installed connection, rebuilt if need be."""
     not_found = (errors.uncollared_not_found(plan.pipe, plan.manifold) if plan.uncollared
                  else errors.pipe_not_found(plan.pipe, plan.handle))
     for attempt in (1, 2):
         try:
             return view, view.run(js.stream_info(view.client, plan.stream))
         except js.JsError as exc:
-            error = lookup_error(sys, view, exc, not_found)  # a timeout also reports the failure
             if exc.kind != js.TRANSPORT or attempt == 2:
-                raise error from None
+                raise lookup_error(sys, view, exc, not_found) from None  # a timeout also reports
+            if exc.timeout:
+                await_failure_report(sys, f"stream lookup: {exc.text}")
             view = require_connection(sys)
     raise errors.PpzError(errors.E_NATS_UNREACHABLE)
+
+
+def await_failure_report(sys: System, cause: str) -> None:
+    """Run the failure report (daemon.md §6) and wait for its outcome: the probe's verdict and,
+    when it failed, the stalled connection closed."""
+    outcome = sys.nats.report_failure(cause).get()
+    try:
+        outcome.result(timeout=REPORT_WAIT)
+    except TimeoutError:
+        logger.warning("the failure report after %s did not finish in %.0f s", cause, REPORT_WAIT)
 
 
 def stdout_meta(view: ConnView, plan: ReadPlan) -> dict[str, int] | None:
@@ -579,25 +593,8 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     cursors = CursorStore(sys.home)
 
     noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
-    expected = [last + 1]  # the next stream sequence; the pipe's stream holds only its subject
 
     def deliver(seq: int, data: bytes) -> None:
-        if out.gone or seq < expected[0]:
-            return  # the client is gone, or a redelivery after the ordered consumer reset
-        if seq > expected[0]:
-            # Messages went missing between the consumer and us (or retention removed them):
-            # end the follow without an error, cursor at the last message delivered, so the
-            # client redials and its drain delivers whatever the stream still holds.
-            logger.warning("follow of %s: expected sequence %d, got %d; ending it for a redial",
-                           plan.stream, expected[0], seq)
-            flush()
-            out.gone = True
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            return
-        expected[0] = seq + 1
         env = decode_or_none(data)
         if env is not None:
             out.event("msg", read_message(env))
@@ -645,6 +642,14 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
         err = js.classify(exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE if err.kind == js.TRANSPORT else errors.E_INVALID_PIPE) \
             from None
+    if not sys.nats_box.value.serves(view.nc_id):
+        # Swapped out since this Read took its connection, by a swap whose broadcast came before
+        # the follow registered: nothing closes this follow, and its connection closes shortly.
+        logger.info("follow of %s opened on swapped-out %s; ending it for a redial", plan.stream, view.nc_id)
+        try:
+            conn.shutdown(socket.SHUT_RDWR)  # the client sees EOF, without an error, and redials
+        except OSError:
+            pass
     try:
         wait_client_gone(conn)
     finally:

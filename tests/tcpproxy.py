@@ -3,6 +3,7 @@
     fwd = TcpForwarder(port, ("127.0.0.1", nats_port))
     fwd.start()                         # listens on 127.0.0.1:<port> from now on
     fwd.cut()                           # drop every live connection (the client may redial)
+    fwd.wedge()                         # live connections stay open but carry nothing more
     fwd.tell(b"-ERR 'x'\\r\\n")         # write to every client as if the server had (nats-py closes)
     fwd.to_server()                     # what clients sent, every connection, oldest first
     fwd.stop()
@@ -31,6 +32,7 @@ class _Pair:
     to_client: bytearray = field(default_factory=bytearray)
     client_lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    wedged: bool = False
 
     def close(self) -> None:
         self.closed = True
@@ -76,6 +78,8 @@ class TcpForwarder:
         seen = pair.to_client if to_client else pair.to_server
         try:
             while data := src.recv(65536):
+                if pair.wedged:
+                    continue  # read and dropped: the peer's socket stays open and quiet
                 seen.extend(data)
                 if to_client:
                     with pair.client_lock:
@@ -97,6 +101,15 @@ class TcpForwarder:
         pairs = self.live()
         for pair in pairs:
             pair.close()
+        return len(pairs)
+
+    def wedge(self) -> int:
+        """Stop forwarding on every live connection, leaving it open: the client sees a connected
+        server that answers nothing (a stalled server or route). Later connections are forwarded
+        as usual, so a client that closes and redials gets a working one. Returns how many."""
+        pairs = self.live()
+        for pair in pairs:
+            pair.wedged = True
         return len(pairs)
 
     def tell(self, data: bytes) -> int:

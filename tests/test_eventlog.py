@@ -217,6 +217,12 @@ def test_auth_violation_close_after_disconnect_at_jwt_exp_fires() -> None:
     ]
 
 
+def test_an_expired_credential_close_fires_too() -> None:
+    # nats-py's close reason when the server expires the user JWT (daemon.md §8.7).
+    hits = detect_patterns(kick(0, T0, reason="nats: user authentication expired"))
+    assert [h["name"] for h in hits] == ["post-rotation-auth-violation"]
+
+
 @pytest.mark.parametrize(("offset", "shown"), [(12.4, 12), (-12.5, 13), (60, 60)])
 def test_auth_violation_reports_distance_from_jwt_exp(offset: float, shown: int) -> None:
     hits = detect_patterns(kick(offset, T0, reason="authorization VIOLATION"))

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,6 +58,7 @@ ROTATE_WAIT = 5.0
 ROTATE_SPACING = 2.0
 SWAP_FLUSH_CAP = 2.0
 SWAP_CLOSE_GRACE = 1.0
+EXPIRY_MARGIN = 0.5  # a swapped-out connection is closed at least this long before its exp
 PROBE_TIMEOUT = 5.0
 JS_TIMEOUT = 5.0
 
@@ -73,6 +75,16 @@ class ConnView:
     dialled_exp: int = 0
     dialled_gen: int = 0
     dial_error: errors.PpzError | None = None
+    # A swap of this connection is under way: its follows are being closed (daemon.md §5.2).
+    replacing: bool = False
+
+    def serves(self, nc_id: str) -> bool:
+        """True when ``nc_id`` is the installed connection and no swap is replacing it.
+
+        A follow checks this after subscribing: a swap whose broadcast went out before the
+        follow registered (so it was not closed) shows here as a swap under way or as another
+        connection installed (the old one closes after a short grace)."""
+        return bool(nc_id) and self.nc_id == nc_id and not self.replacing
 
     def state(self) -> str | None:
         """``connected`` / ``connecting`` / ``disconnected``, or None with no connection."""
@@ -181,7 +193,8 @@ class NatsActor(pykka.ThreadingActor):
         self._rotating_nc_id = ""
         self._last_rotation_at = 0.0
         self._rotation_pending = False
-        self._probe_in_flight = False
+        # The failure report in flight (single-flight): its outcome, resolved on the loop.
+        self._report: Future[None] | None = None
         self._watches: dict[str, _Watch] = {}
         # Touched only on the loop thread: rotation waiters resolved by reconnected_cb.
         self._rotation_waiters: dict[str, asyncio.Future[bool]] = {}
@@ -213,7 +226,7 @@ class NatsActor(pykka.ThreadingActor):
 
     # --- published view ------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def _publish(self, *, replacing: bool = False) -> None:
         inst = self._installed
         self._view_box.value = ConnView(
             nc=inst.nc if inst else None,
@@ -224,6 +237,7 @@ class NatsActor(pykka.ThreadingActor):
             dialled_exp=inst.exp if inst else 0,
             dialled_gen=inst.gen if inst else 0,
             dial_error=self._dial_error,
+            replacing=replacing,
         )
 
     def view(self) -> ConnView:
@@ -359,6 +373,9 @@ class NatsActor(pykka.ThreadingActor):
         new_id = new.nc_id if new else "-"
         self._record("swap", caller=caller, nc_id=new.nc_id if new else "",
                      reason=f"old={old_id} new={new_id}")
+        # Published before the broadcast: a follow that registers after it (and so is not
+        # closed by it) finds the swap under way when it checks, and ends for a redial.
+        self._publish(replacing=True)
         pykka.ActorRegistry.broadcast(ConnectionSwapped(old_nc_id=old_id, new_nc_id=new_id),
                                       target_class=FollowActor)
         was_connected = bool(old and old.nc.is_connected)
@@ -375,7 +392,7 @@ class NatsActor(pykka.ThreadingActor):
                 watch.sub = None  # re-armed by the next swap
                 watch.wake()
         if old is not None and old is not new:
-            self._loop.submit(self._close_quietly(old.nc, grace=SWAP_CLOSE_GRACE if new is not None else 0.0))
+            self._loop.submit(self._close_quietly(old.nc, grace=close_grace(old.exp, new is not None)))
         if new is not None:
             if old is None:
                 self._record("connect", caller=caller, nc_id=new.nc_id, reason="initial connection")
@@ -633,37 +650,81 @@ class NatsActor(pykka.ThreadingActor):
 
     # --- failure report (daemon.md §6) ------------------------------------------------------
 
-    def report_failure(self, cause: str) -> None:
-        """A JetStream request timed out on a nominally connected connection: probe it."""
+    def report_failure(self, cause: str) -> Future[None]:
+        """A JetStream request timed out on a nominally connected connection: probe it.
+
+        Returns the report's outcome, done once the probe finished and, when it failed, the
+        connection is closed: a caller that retries after it gets a rebuilt connection instead
+        of the same stalled one. A report already in flight is not repeated; its outcome is
+        returned (one probe, one event).
+        """
+        if self._report is not None:
+            return self._report
+        outcome: Future[None] = Future()
         inst = self._installed
-        if self._probe_in_flight or inst is None:
-            return
-        self._probe_in_flight = True
+        # A reconnecting client (an in-place rotation, a dropped server) loses the PONG of a
+        # flush issued meanwhile (daemon.md §5.9): it is not nominally connected, no probe.
+        if inst is None or not inst.nc.is_connected:
+            outcome.set_result(None)
+            return outcome
+        self._report = outcome
         nc_id = inst.nc_id
         nc = inst.nc
 
         async def probe() -> None:
             error = ""
             try:
-                await nc.jetstream(timeout=PROBE_TIMEOUT).account_info()
+                # A core round trip: it tests the connection itself. A JetStream request would
+                # also fail while a cluster elects a meta leader, on a healthy connection.
+                await nc.flush(timeout=int(PROBE_TIMEOUT))
             except Exception as exc:  # noqa: BLE001 - any failure fails the probe
                 error = str(exc) or type(exc).__name__
             self._tell_self(ProbeFinished(nc_id=nc_id, cause=cause, error=error))
 
         self._loop.submit(probe())
+        return outcome
 
     def _on_probe_finished(self, msg: ProbeFinished) -> None:
-        self._probe_in_flight = False
+        outcome = self._report or Future()
+        self._report = None
         if not msg.error:
             self._record("warn", caller="reportNATSFailure", nc_id=msg.nc_id,
                          reason=f"kept connection: probe passed after {msg.cause}")
+            outcome.set_result(None)
             return
         self._record("force_close", caller="reportNATSFailure", nc_id=msg.nc_id,
                      reason=f"{msg.cause}; probe: {msg.error}")
         inst = self._installed
-        if inst is not None and inst.nc_id == msg.nc_id:
-            self._loop.submit(self._close_quietly(inst.nc))
-            self._kick_connect()
+        if inst is None or inst.nc_id != msg.nc_id:
+            outcome.set_result(None)
+            return
+        kick = self._kick_connect
+
+        async def close_then_reconnect() -> None:
+            try:
+                # Closing marks the client closed at once; a socket that takes nothing more
+                # must not hold the outcome (or the loop) for long.
+                await asyncio.wait_for(self._close_quietly(inst.nc), PROBE_TIMEOUT)
+            except TimeoutError:
+                logger.warning("closing %s after a failed probe timed out", inst.nc_id)
+            finally:
+                kick()
+                outcome.set_result(None)
+
+        self._loop.submit(close_then_reconnect())
+
+
+def close_grace(exp: int, replaced: bool, now: float | None = None) -> float:
+    """How long a swapped-out connection stays open for requests in flight on it: none when
+    nothing replaces it, and never up to its credential's expiry (``exp``): the server would
+    close it then with "user authentication expired", which reads as a missed rotation
+    (daemon.md §8.7) although the connection was already replaced."""
+    if not replaced:
+        return 0.0
+    if exp <= 0:
+        return SWAP_CLOSE_GRACE  # no known expiry
+    left = exp - (time.time() if now is None else now) - EXPIRY_MARGIN
+    return max(0.0, min(SWAP_CLOSE_GRACE, left))
 
 
 def presence_handle(subject: str) -> str:

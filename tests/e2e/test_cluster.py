@@ -108,7 +108,7 @@ def test_daemon_fails_over_when_its_node_dies(
     assert cluster.node_of("ppz-daemon") != victim
     # Either the client library reconnected the connection to a survivor, or a Send arriving
     # during that reconnect dialled a new one (ensure-NATS, daemon.md §4); a failure-report
-    # rebuild may follow while JetStream elects leaders (its probe times out, daemon.md §6).
+    # rebuild follows only if its probe (a flush, daemon.md §6) fails too.
     after_kill = h.events()[mark:]
     moved = [e for e in after_kill if e.get("type") == "reconnect" and e.get("reason") in survivors]
     rebuilt = [e for e in after_kill if e.get("type") == "swap"]

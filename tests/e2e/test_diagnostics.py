@@ -349,9 +349,6 @@ def test_rotations_are_not_drops_and_keep_the_connected_since(server_factory: An
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="SPEC GAP: daemon.md §8.7 matches only 'authorization violation', but nats-py "
-                   "closes an expired connection with 'nats: user authentication expired', so "
-                   "post-rotation-auth-violation never fires for it (reported in the closing note)")
 def test_an_expired_credential_is_reported_as_post_rotation_auth_violation(server_factory: Any,
                                                                            ppz_home: DaemonHome) -> None:
     server = server_factory(PPZ_NATS_JWT_TTL="2s")

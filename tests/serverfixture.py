@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortReservations:
+    """Loopback ports held for servers we start: each bound with ``SO_REUSEADDR`` but not
+    listening, so no other ``bind(0)`` (e.g. another xdist worker's :func:`free_port`) gets it while
+    our server starts or restarts, yet the server can bind and listen on it (it sets
+    ``SO_REUSEADDR`` too: Python's ``HTTPServer`` with ``allow_reuse_address``, Go's listeners).
+    Held until :meth:`release` or garbage collection."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self.release = weakref.finalize(self, _close_all, self._sockets)
+
+    def take(self) -> int:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        self._sockets.append(s)
+        return int(s.getsockname()[1])
+
+
+def _close_all(sockets: list[socket.socket]) -> None:
+    for s in sockets:
+        s.close()
 
 
 def pid_alive(pid: int) -> bool:
@@ -101,8 +126,9 @@ class ServerProcess:
     def __init__(self, data_dir: Path | str, env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
-        self.http_port = free_port()
-        self.nats_port = free_port()
+        self.ports = PortReservations()
+        self.http_port = self.ports.take()
+        self.nats_port = self.ports.take()
         self.http_addr = f"127.0.0.1:{self.http_port}"
         self.nats_addr = f"127.0.0.1:{self.nats_port}"
         self.url = f"http://{self.http_addr}"
@@ -183,7 +209,7 @@ class ServerProcess:
         return proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL the server and its NATS child (teardown of a broken state)."""
+        """SIGKILL the server and its NATS child (teardown of a broken state); release the ports."""
         nats_pid = self._current_nats_pid()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -192,6 +218,7 @@ class ServerProcess:
             with contextlib.suppress(OSError):
                 os.kill(nats_pid, signal.SIGKILL)
         _live.discard(self)
+        self.ports.release()
 
     def close(self) -> None:
         """Stop if running; kill whatever is left if stopping fails."""
@@ -273,11 +300,11 @@ class ServerProcess:
 class NatsNode:
     """One ``nats-server`` of a :class:`NatsCluster`: its ports, files and process."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, ports: PortReservations) -> None:
         self.name = name
-        self.port = free_port()
-        self.cluster_port = free_port()
-        self.monitor_port = free_port()
+        self.port = ports.take()
+        self.cluster_port = ports.take()
+        self.monitor_port = ports.take()
         self.store_dir = root / name
         self.config_path = root / f"{name}.conf"
         self.log_path = root / f"{name}.log"
@@ -310,7 +337,8 @@ class NatsCluster:
                  binary: str | None = None) -> None:
         self.root = Path(root)
         self.server_data = Path(server_data)
-        self.nodes = [NatsNode(self.root, f"n{i + 1}") for i in range(size)]
+        self.ports = PortReservations()
+        self.nodes = [NatsNode(self.root, f"n{i + 1}", self.ports) for i in range(size)]
         self.binary = binary or _nats_server_binary()
 
     @property
@@ -458,6 +486,7 @@ class NatsCluster:
                 node.proc.kill()
                 node.proc.wait(5)
         _live_clusters.discard(self)
+        self.ports.release()
 
     def kill_all(self) -> None:
         for node in self.live():
@@ -465,6 +494,7 @@ class NatsCluster:
             node.proc.kill()
             node.proc.wait(5)
         _live_clusters.discard(self)
+        self.ports.release()
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
     server = ServerProcess(tmp_path / "server", env={"PPZ_NATS_JWT_TTL": "10s"})
     server.start()                      # waits until /healthz answers
-    key = server.add_key("acme")        # runs `ppz-server add-key` with the same environment
+    key = server.add_key("acme")        # `ppz-server add-key` for this server (run in-process)
     requests.get(server.url + "/api/v1/sources", headers={"Authorization": f"Bearer {key}"})
     server.kill_nats()                  # SIGKILL the NATS child; the server restarts it
     server.restart()                    # same ports, same data directory
@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import requests
 
@@ -44,6 +47,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
 _live: set[ServerProcess] = set()
+_ADD_KEY_LOCK = threading.Lock()  # add_key patches the process's environment and stdout
 _live_clusters: set[NatsCluster] = set()
 
 
@@ -279,16 +283,19 @@ class ServerProcess:
     # --- administration --------------------------------------------------------------------
 
     def add_key(self, account: str = "acme", user: str = "admin") -> str:
-        """Run ``ppz-server add-key`` with this server's environment; returns the key."""
-        out = subprocess.run(
-            [sys.executable, "-m", "ppz.server.cli", "add-key", f"--account={account}", f"--user={user}"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return out.stdout.strip()
+        """``ppz-server add-key`` with this server's data directory; returns the key. The command
+        runs in this process (``ppz.server.cli.main``): a Python start-up per key costs about a
+        second of a loaded machine, and most end-to-end tests make one.
+        ``tests/server/test_server_lifecycle.py`` runs the real command."""
+        from ppz.server import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with _ADD_KEY_LOCK, mock.patch.dict(os.environ, {"PPZ_SERVER_DATA": str(self.data_dir)}), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["add-key", f"--account={account}", f"--user={user}"])
+        if status != 0:
+            raise RuntimeError(f"ppz-server add-key exited with {status}: {err.getvalue()}")
+        return out.getvalue().strip()
 
     def log_text(self) -> str:
         try:

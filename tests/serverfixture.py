@@ -62,7 +62,7 @@ class PortReservations:
     """Loopback ports held for servers we start: each bound with ``SO_REUSEADDR`` but not
     listening, so no other ``bind(0)`` (e.g. another xdist worker's :func:`free_port`) gets it while
     our server starts or restarts, yet the server can bind and listen on it (it sets
-    ``SO_REUSEADDR`` too: Python's ``HTTPServer`` with ``allow_reuse_address``, Go's listeners).
+    ``SO_REUSEADDR`` too: ``ppz.server.web.bind``, and Go's listeners in nats-server).
     Held until :meth:`release` or garbage collection."""
 
     def __init__(self) -> None:

@@ -65,6 +65,9 @@ def test_cold_exchange_401_stops_the_loop(ppz_server: ServerProcess, ppz_home: D
                                          proxy: RecordingProxy) -> None:
     logged_in(ppz_server, ppz_home, proxy)
     proxy.fail[ROUTE] = [401, 401, 401, 401]
+    # The key is refused everywhere: a Status probe (GET /sources) answered 200 after the
+    # exchange's 401 was handled would otherwise set the login check back to "ok".
+    proxy.fail[("GET", "/api/v1/sources")] = [401] * 100
     restart(ppz_home, proxy)
     wait_for(lambda: exchanges(proxy) >= 1, timeout=10, what="the cold exchange")
     wait_for(lambda: ppz_home.status().get("login_check") == "invalid", timeout=10, what="login check invalid")

@@ -254,12 +254,18 @@ TEMPORARILY_UNAVAILABLE = {"type": "io.nats.jetstream.api.v1.stream_info_respons
                                      "description": "JetStream system temporarily unavailable"}}
 
 
-def test_an_unavailable_jetstream_reply_is_transport(server: NatsServer) -> None:
+# ... and while a request reaches a server that is no longer the leader it needs.
+CANNOT_HANDLE = {"type": "io.nats.jetstream.api.v1.stream_info_response",
+                 "error": {"code": 500, "err_code": 10009, "description": "JetStream cluster can not handle request"}}
+
+
+@pytest.mark.parametrize("reply", [TEMPORARILY_UNAVAILABLE, CANNOT_HANDLE], ids=["10008", "10009"])
+def test_an_unavailable_jetstream_reply_is_transport(server: NatsServer, reply: dict[str, Any]) -> None:
     async def body(nc: NatsClient) -> js.JsError:
         subject = f"fakejs.{uuid.uuid4().hex}.STREAM.INFO.S"
 
         async def answer(msg: Any) -> None:
-            await msg.respond(orjson.dumps(TEMPORARILY_UNAVAILABLE))
+            await msg.respond(orjson.dumps(reply))
 
         await nc.subscribe(subject, cb=answer)
         with pytest.raises(js.JsError) as caught:
@@ -268,7 +274,7 @@ def test_an_unavailable_jetstream_reply_is_transport(server: NatsServer) -> None
 
     err = run(server, body)
     assert (err.kind, err.timeout) == (js.TRANSPORT, False)
-    assert "temporarily unavailable" in err.text
+    assert err.text == reply["error"]["description"]
 
 
 def test_an_api_request_nobody_answers_is_transport(server: NatsServer) -> None:
@@ -283,7 +289,8 @@ def test_an_api_request_nobody_answers_is_transport(server: NatsServer) -> None:
 
 def test_the_client_library_unavailable_errors_classify_as_transport() -> None:
     unavailable = nats.js.errors.ServiceUnavailableError(**TEMPORARILY_UNAVAILABLE["error"])  # type: ignore[arg-type]
-    for exc in (unavailable, nats.errors.NoRespondersError()):
+    cannot_handle = nats.js.errors.ServerError(**CANNOT_HANDLE["error"])  # type: ignore[arg-type]
+    for exc in (unavailable, cannot_handle, nats.errors.NoRespondersError()):
         assert js.classify(exc).kind == js.TRANSPORT
     assert js.classify(nats.js.errors.BadRequestError(code=400, err_code=10058, description="x")).kind == js.OTHER
 

@@ -143,15 +143,13 @@ def test_empty_nats_url_fails_verbs_but_not_the_daemon(ppz_server: ServerProcess
 @pytest.mark.timeout(90)
 def test_login_whose_dial_fails_still_succeeds_and_connects_later(ppz_server: ServerProcess, ppz_home: DaemonHome,
                                                                  proxy: RecordingProxy) -> None:
-    from serverfixture import free_port
-
     h = ppz_home
     key = ppz_server.add_key("acme")
     h.login(proxy.url, key)
     first = h.wait_connected()
-    port = free_port()
     host, nats_port = ppz_server.nats_addr.split(":")
-    forwarder = TcpForwarder(port, (host, int(nats_port)))
+    forwarder = TcpForwarder(0, (host, int(nats_port)))  # its port is held, refusing dials until start()
+    port = forwarder.port
     proxy.rewrite[ROUTE] = lambda body: {**body, "nats_url": f"nats://127.0.0.1:{port}"}
     try:
         out = h.ppz("login", proxy.url, "--apikey", key)

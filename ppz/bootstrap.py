@@ -24,6 +24,7 @@ import pykka
 
 from ppz import __version__, handlers, home
 from ppz.actors.connector import ConnectLoopActor, Kick
+from ppz.actors.cursors import CursorsActor
 from ppz.actors.follows import FollowActor, FollowsActor
 from ppz.actors.heartbeats import HeartbeatsActor
 from ppz.actors.ipc import IpcAcceptorActor
@@ -192,6 +193,7 @@ class Daemon:
         loop.start()
         heartbeats = HeartbeatsActor.start().proxy()
         follows = FollowsActor.start().proxy()
+        cursors = CursorsActor.start(home_=self.home).proxy()
         state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box).proxy()
         system_ref: list[System] = []
         connector = ConnectLoopActor.start(attempt=lambda: connect_attempt(system_ref[0]))
@@ -212,12 +214,12 @@ class Daemon:
                             on_logged_out=lambda: None).get()
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
-            follows=follows, kick_connect=kick, server=server, state_box=state_box,
+            follows=follows, cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
             refresh_box=refresh_box, nats_box=nats_box,
         )
         system_ref.append(self.system)
-        for ref in (heartbeats.actor_ref, follows.actor_ref, state.actor_ref, connector, nats.actor_ref,
-                    refresh.actor_ref):
+        for ref in (heartbeats.actor_ref, follows.actor_ref, cursors.actor_ref, state.actor_ref, connector,
+                    nats.actor_ref, refresh.actor_ref):
             await_started(ref)
 
         self._poller = Ticker(POLL_INTERVAL, lambda: state.actor_ref.tell(Poll()), "ppz-poller")

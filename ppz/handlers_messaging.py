@@ -39,9 +39,8 @@ from ppz.envelope import (
     read_message,
 )
 from ppz.globs import glob_match
-from ppz.home import CursorStore
 from ppz.ipc import encode_error, encode_event, encode_result
-from ppz.messages import Beat, FollowDelivery
+from ppz.messages import Advance, Beat, FollowDelivery
 from ppz.system import System, fresh_connection, list_sources, require_connection
 from ppz.timestamps import epoch_seconds
 
@@ -515,15 +514,15 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
         out.event("meta", meta)
     session = session_key(p["session"])
     advancing = not (p["all"] or p["no_advance"])
-    cursors = CursorStore(sys.home)
+    cursors = sys.cursors
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
     start = first
     if not p["all"]:
-        entry = cursors.get(session, plan.cursor_key)
+        entry = cursors.get(session, plan.cursor_key).get()
         eff = cursor_effective(entry, created, last)
         if entry is None and p["seed_latest"]:
             if last:
-                cursors.seed(session, plan.cursor_key, last, created)
+                cursors.seed(session, plan.cursor_key, last, created).get()
             eff = last
         if total > 0 and eff + 1 > start:
             start = eff + 1
@@ -576,7 +575,7 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
             # write failed were not delivered, so the cursor stops short of the first of them.
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
-            cursors.advance(session, plan.cursor_key, top, created)
+            cursors.advance(session, plan.cursor_key, top, created).get()
             send_receipts(sys, view, plan.acct, reader, [env for _, env in emitted[:written]])
     if not follow or out.gone:
         return follow_ref
@@ -590,7 +589,7 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     session = session_key(p["session"])
-    cursors = CursorStore(sys.home)
+    cursors = sys.cursors.actor_ref
 
     noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
 
@@ -607,7 +606,10 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
 
     def flush() -> None:
         if noted[0] > noted[1]:
-            cursors.advance(session, plan.cursor_key, noted[0], created)
+            try:
+                cursors.tell(Advance(session=session, key=plan.cursor_key, seq=noted[0], created=created))
+            except pykka.ActorDeadError:
+                return  # the daemon is stopping
             noted[1] = noted[0]
 
     try:
@@ -728,7 +730,7 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
     pipes = sys.server.list_pipes(creds)
     patterns: list[str] = p["patterns"]
     long = p["long"]
-    entries = CursorStore(sys.home).load(session_key(p["session"]))
+    entries = sys.cursors.load(session_key(p["session"])).get()
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
     wanted: dict[str, int] = {}
     src_rows: list[tuple[Any, list[tuple[str, str, str]]]] = []

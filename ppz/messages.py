@@ -185,3 +185,16 @@ class FollowDelivery:
 
     seq: int
     data: bytes
+
+
+# --- CursorsActor inbox ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Advance:
+    """Move the cursor ``key`` of ``session`` to ``seq`` (stream created at ``created``)."""
+
+    session: str
+    key: str
+    seq: int
+    created: int

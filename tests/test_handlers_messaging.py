@@ -30,6 +30,7 @@ from sharedserver import module_nats  # noqa: F401 - a fixture
 from ppz import errors, names, verbs
 from ppz import handlers_messaging as hm
 from ppz import jetstream as js
+from ppz.actors.cursors import CursorsActor
 from ppz.actors.nats import ConnView
 from ppz.actors.state import SessionView, StateView
 from ppz.aioloop import LoopThread
@@ -107,9 +108,11 @@ def rig(server: NatsServer, tmp_path: Path) -> Iterator[Rig]:
     srv = Mock(name="server")
     srv.list_sources.return_value = [SourceInfo(handle="bob"), SourceInfo(handle="agent", kind="pty")]
     creds = Credentials(url="http://127.0.0.1:1", api_key="ppz_0123456789abcdef0123456789", account_id=acct)
+    home_ = Home(root=tmp_path, socket=tmp_path / "daemon.sock")
+    cursors = CursorsActor.start(home_=home_).proxy()
     system = System(
-        home=Home(root=tmp_path, socket=tmp_path / "daemon.sock"), state=state, refresh=Mock(name="refresh"),
-        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), follows=Mock(name="follows"),
+        home=home_, state=state, refresh=Mock(name="refresh"),
+        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), follows=Mock(name="follows"), cursors=cursors,
         kick_connect=Mock(name="kick_connect"), server=srv,
         state_box=Published(StateView(creds=creds, known=frozenset({"bob", "agent"}))),
         refresh_box=Published(RefreshView(exchanged=True, exp=EXP, generation=1)),
@@ -118,6 +121,7 @@ def rig(server: NatsServer, tmp_path: Path) -> Iterator[Rig]:
     try:
         yield Rig(sys=system, acct=acct, view=view, loop=loop)
     finally:
+        cursors.actor_ref.stop()
         loop.run(nc.close(), 5)
         loop.stop()
 

@@ -276,10 +276,6 @@ class NatsActor(pykka.ThreadingActor):
     def events(self) -> list[Event]:
         return self._events.snapshot()
 
-    def event_log(self) -> EventLog:
-        """The log itself, for read-only scans (since-scan, on-disk count) by Diag."""
-        return self._events
-
     # --- inbox -----------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:

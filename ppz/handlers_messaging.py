@@ -40,7 +40,7 @@ from ppz.envelope import (
 )
 from ppz.globs import glob_match
 from ppz.ipc import encode_error, encode_event, encode_result
-from ppz.messages import Advance, Beat, FollowDelivery
+from ppz.messages import Advance, Beat, FollowDelivery, StreamGone, StreamNews, StreamSeen
 from ppz.system import System, fresh_connection, list_sources, require_connection
 from ppz.timestamps import epoch_seconds
 
@@ -56,36 +56,15 @@ _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # --- streams known to exist ------------------------------------------------------------------
+# StateActor owns them (StateView.streams_seen); handlers and the loop tell it what they found.
 
 
-class StreamsSeen:
-    """Streams a lookup found recently, per connection: the warm Send path skips the lookup.
-
-    Entries expire after ``ttl`` seconds and are dropped when a publish finds no stream (the
-    pipe was destroyed elsewhere) and when this daemon destroys a source or pipe. Plain dict
-    reads and writes (atomic in CPython) from request threads and the loop; no lock.
-    """
-
-    def __init__(self, ttl: float = 30.0) -> None:
-        self.ttl = ttl
-        self._until: dict[tuple[str, str], float] = {}
-
-    def fresh(self, nc_id: str, stream: str) -> bool:
-        return self._until.get((nc_id, stream), 0.0) > time.monotonic()
-
-    def add(self, nc_id: str, stream: str) -> None:
-        if len(self._until) > 10_000:
-            self._until = {}
-        self._until[(nc_id, stream)] = time.monotonic() + self.ttl
-
-    def drop(self, nc_id: str, stream: str) -> None:
-        self._until.pop((nc_id, stream), None)
-
-    def clear(self) -> None:
-        self._until = {}
-
-
-STREAMS_SEEN = StreamsSeen()
+def tell_streams(sys: System, news: StreamNews) -> None:
+    """Tell the state actor what a lookup or publish found out about a stream (safe on the loop)."""
+    try:
+        sys.state.actor_ref.tell(news)
+    except pykka.ActorDeadError:
+        pass  # the daemon is stopping
 
 
 # --- target resolution (ipc.md §7.11) --------------------------------------------------------
@@ -138,7 +117,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
             if exc.kind != js.NOT_FOUND:
                 raise lookup_error(sys, view, exc, errors.PpzError(errors.E_INVALID_PIPE)) from None
         else:
-            STREAMS_SEEN.add(view.nc_id, stream)
+            tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
     handle = p["handle"] or session.current
@@ -163,7 +142,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
         view.run(js.stream_info(view.client, stream))
     except js.JsError as exc:
         raise lookup_error(sys, view, exc, errors.pipe_not_found(pipe, handle)) from None
-    STREAMS_SEEN.add(view.nc_id, stream)
+    tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
 
@@ -238,7 +217,7 @@ def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
     pipe = p["channel"] or "inbox"
     if bare:
         stream = names.stream_name(acct, session.namespace, "", bare)
-        if names.valid_pipe(bare) and STREAMS_SEEN.fresh(view.nc_id, stream):
+        if names.valid_pipe(bare) and state.stream_fresh(view.nc_id, stream):
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
         # The collision rules forbid an uncollared pipe named like a source in the source's own
@@ -250,7 +229,7 @@ def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
         return None
     manifold = state.manifolds.get(handle, "")
     stream = names.stream_name(acct, manifold, handle, pipe)
-    if not STREAMS_SEEN.fresh(view.nc_id, stream):
+    if not state.stream_fresh(view.nc_id, stream):
         return None
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
@@ -269,7 +248,7 @@ async def send_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
     try:
         await js.publish(target.view.client, target.subject, data, env.id, no_stream_fast=True)
     except js.NoStream:
-        STREAMS_SEEN.drop(target.view.nc_id, target.stream)
+        tell_streams(sys, StreamGone(nc_id=target.view.nc_id, stream=target.stream))
         return None  # the full path looks the stream up again (and publishes, same id)
     stamp_heartbeat(sys, target, p["payload"])
     return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}

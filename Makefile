@@ -11,8 +11,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# pytest-xdist: 4 workers (the tests mostly wait on servers, daemons and timers, so more workers
+# than the 2 cores pay off), one test handed out at a time so tests/conftest.py's longest-first
+# order holds. Override with e.g. `make test XDIST="-n 0"` (or run pytest directly: no xdist).
+XDIST ?= -n 4 --maxschedchunk 1
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ppz tests

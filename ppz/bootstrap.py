@@ -24,12 +24,14 @@ import pykka
 
 from ppz import __version__, handlers, home
 from ppz.actors.connector import ConnectLoopActor, Kick
+from ppz.actors.cursors import CursorsActor
 from ppz.actors.follows import FollowActor, FollowsActor
 from ppz.actors.heartbeats import HeartbeatsActor
 from ppz.actors.ipc import IpcAcceptorActor
 from ppz.actors.nats import ConnView, NatsActor
 from ppz.actors.refresh import RefreshActor, nats_url_override
 from ppz.actors.state import StateActor, StateView
+from ppz.aioloop import LoopThread
 from ppz.eventlog import EventLog
 from ppz.home import Home
 from ppz.messages import LoginChecked, Poll, RecordEvent, RefreshView, Reload, Shutdown
@@ -43,6 +45,7 @@ POLL_INTERVAL = 0.05
 WATCHDOG_TICK = 30.0
 WATCHDOG_JUMP = 60.0
 WAKE_RETRY = 5.0
+ACTOR_START_TIMEOUT = 10.0
 
 
 class StartupError(Exception):
@@ -148,6 +151,16 @@ def bind_socket(path: str) -> socket.socket:
     return listener
 
 
+def await_started(ref: pykka.ActorRef[Any]) -> None:
+    """Return once ``ref``'s actor has run ``on_start``: its first ask is answered only after.
+
+    An actor whose ``on_start`` failed is dead, which fails the start-up."""
+    try:
+        ref.proxy().actor_urn.get(timeout=ACTOR_START_TIMEOUT)
+    except (pykka.ActorDeadError, pykka.Timeout):
+        raise StartupError(f"ppz daemon: {ref.actor_class.__name__} failed to start") from None
+
+
 class Daemon:
     """One running daemon: its actors, threads and socket."""
 
@@ -160,6 +173,7 @@ class Daemon:
         self._poller: Ticker | None = None
         self._watchdog: WakeWatchdog | None = None
         self._acceptor: Any = None
+        self._loop: LoopThread | None = None
         self._listener_path = str(home_.socket)
 
     def start(self) -> None:
@@ -173,8 +187,13 @@ class Daemon:
                 state.actor_ref.tell(LoginChecked(value=check.value))
 
         server = ServerClient(on_login_check=on_login_check)
+        # The asyncio loop of the NATS client and of the IPC acceptor's warm path: owned here,
+        # started before the actors that use it and stopped after all of them.
+        loop = self._loop = LoopThread("ppz-nats")
+        loop.start()
         heartbeats = HeartbeatsActor.start().proxy()
         follows = FollowsActor.start().proxy()
+        cursors = CursorsActor.start(home_=self.home).proxy()
         state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box).proxy()
         system_ref: list[System] = []
         connector = ConnectLoopActor.start(attempt=lambda: connect_attempt(system_ref[0]))
@@ -185,7 +204,8 @@ class Daemon:
             except pykka.ActorDeadError:
                 pass
 
-        nats = NatsActor.start(events=self.events, view_box=nats_box, heartbeats=heartbeats.actor_ref,
+        nats = NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
+                               heartbeats=heartbeats.actor_ref,
                                kick_connect=kick, nats_url_override=nats_url_override(),
                                refresh_box=refresh_box).proxy()
         refresh = RefreshActor.start(server=server, state=state, nats=nats,
@@ -194,10 +214,13 @@ class Daemon:
                             on_logged_out=lambda: None).get()
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
-            follows=follows, kick_connect=kick, server=server, state_box=state_box,
+            follows=follows, cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
             refresh_box=refresh_box, nats_box=nats_box,
         )
         system_ref.append(self.system)
+        for ref in (heartbeats.actor_ref, follows.actor_ref, cursors.actor_ref, state.actor_ref, connector,
+                    nats.actor_ref, refresh.actor_ref):
+            await_started(ref)
 
         self._poller = Ticker(POLL_INTERVAL, lambda: state.actor_ref.tell(Poll()), "ppz-poller")
         self._poller.start()
@@ -213,7 +236,8 @@ class Daemon:
         streams = {verb: functools.partial(fn, bound) for verb, fn in handlers.STREAM_HANDLERS.items()}
         fast = {verb: functools.partial(fn, bound) for verb, fn in handlers.FAST_HANDLERS.items()}
         self._acceptor = IpcAcceptorActor.start(listener=listener, handlers=table, stream_handlers=streams,
-                                                fast_handlers=fast, loop_thread=nats_box.value.loop_thread)
+                                                fast_handlers=fast, loop_thread=loop)
+        await_started(self._acceptor)
 
     def stop(self) -> None:
         """daemon.md §1.2: the graceful stop, in order; every step runs even if one fails."""
@@ -230,7 +254,11 @@ class Daemon:
                 step()
             except Exception:  # noqa: BLE001 - keep stopping
                 logger.debug("shutdown step failed", exc_info=True)
-        pykka.ActorRegistry.stop_all(block=True, timeout=10)
+        try:
+            pykka.ActorRegistry.stop_all(block=True, timeout=10)
+        finally:
+            if self._loop is not None:
+                self._loop.stop()
 
     def _stop_accepting(self) -> None:
         if self._acceptor is not None:

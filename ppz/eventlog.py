@@ -248,7 +248,8 @@ def _attempt(step: Callable[..., None], *args: Any) -> OSError | None:
 
 
 class EventLog:
-    """The ring of recent events and their files (daemon.md §8.3, §8.4). Not thread-safe.
+    """The ring of recent events and their files (daemon.md §8.3, §8.4). Not thread-safe: its
+    one writer is ``NatsActor``; others read the files with the functions below.
 
     ``clock`` returns the current Unix time in seconds (``time.time`` by default).
     """
@@ -336,7 +337,7 @@ class EventLog:
         ``daemon_stop`` are in both files.
         """
         found = list(_events(self.lifecycle_path))
-        found.extend(self.tail(RESEED_TAIL))
+        found.extend(tail_events(self.events_path, RESEED_TAIL))
         found.sort(key=lambda e: e.at_ns)
         seen: set[tuple[str, int, str]] = set()
         for event in found:
@@ -345,25 +346,32 @@ class EventLog:
                 seen.add(key)
                 self._ring.append(event)
 
-    def tail(self, n: int) -> list[Event]:
-        """The last ``n`` parseable events of the active file, oldest first."""
-        newest_first: list[Event] = []
-        if n > 0:
-            for event in _events(self.events_path, backward=True):
-                newest_first.append(event)
-                if len(newest_first) >= n:
-                    break
-        newest_first.reverse()
-        return newest_first
 
-    def since(self, t_epoch: float) -> list[Event]:
-        """Events at or after ``t_epoch`` from ``.2``, ``.1`` and the active file, in file order."""
-        paths = (_rotated(self.events_path, 2), _rotated(self.events_path, 1), self.events_path)
-        return [e for path in paths for e in _events(path) if e.at_epoch >= t_epoch]
+# --- reading the files ---------------------------------------------------------------------------
+# Pure functions over the files: any thread may read them while the owning actor appends.
 
-    def on_disk_count(self) -> int:
-        """The number of parseable lines in the active file."""
-        return sum(1 for _ in _events(self.events_path))
+
+def tail_events(events_path: Path, n: int) -> list[Event]:
+    """The last ``n`` parseable events of the active file, oldest first."""
+    newest_first: list[Event] = []
+    if n > 0:
+        for event in _events(events_path, backward=True):
+            newest_first.append(event)
+            if len(newest_first) >= n:
+                break
+    newest_first.reverse()
+    return newest_first
+
+
+def events_since(events_path: Path, t_epoch: float) -> list[Event]:
+    """Events at or after ``t_epoch`` from ``.2``, ``.1`` and the active file, in file order."""
+    paths = (_rotated(events_path, 2), _rotated(events_path, 1), events_path)
+    return [e for path in paths for e in _events(path) if e.at_epoch >= t_epoch]
+
+
+def count_on_disk(events_path: Path) -> int:
+    """The number of parseable lines in the active file."""
+    return sum(1 for _ in _events(events_path))
 
 
 # --- derived values -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ppz import errors, handlers_messaging, handlers_sources
-from ppz.eventlog import detect_patterns, drops_last_hour, state_since
+from ppz.eventlog import count_on_disk, detect_patterns, drops_last_hour, events_since, state_since
 from ppz.home import Credentials
 from ppz.system import System, list_sources
 from ppz.timestamps import format_rfc3339
@@ -165,9 +165,8 @@ def logout(sys: System, p: dict[str, Any]) -> dict[str, Any]:
 def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     """Works logged out and without NATS: everything comes from memory and the log files."""
     ring = sys.nats.events().get()
-    log = sys.nats.event_log().get()
     since_unix = p["since_unix"]
-    events = log.since(float(since_unix)) if since_unix > 0 else ring
+    events = events_since(sys.home.events, float(since_unix)) if since_unix > 0 else ring
     view = sys.nats_box.value
     nats_state = view.state()
     summary: dict[str, Any] = {}
@@ -188,7 +187,7 @@ def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
         "patterns": detect_patterns(events),
         "nats_drops_last_hour": drops_last_hour(ring, time.time()),
         "nats_events": [e.to_json() for e in events],
-        "on_disk_count": log.on_disk_count(),
+        "on_disk_count": count_on_disk(sys.home.events),
     }
     if nats_state:
         reply["nats_state"] = nats_state

@@ -39,9 +39,8 @@ from ppz.envelope import (
     read_message,
 )
 from ppz.globs import glob_match
-from ppz.home import CursorStore
 from ppz.ipc import encode_error, encode_event, encode_result
-from ppz.messages import Beat, FollowDelivery
+from ppz.messages import Advance, Beat, FollowDelivery, StreamGone, StreamNews, StreamSeen
 from ppz.system import System, fresh_connection, list_sources, require_connection
 from ppz.timestamps import epoch_seconds
 
@@ -57,36 +56,15 @@ _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # --- streams known to exist ------------------------------------------------------------------
+# StateActor owns them (StateView.streams_seen); handlers and the loop tell it what they found.
 
 
-class StreamsSeen:
-    """Streams a lookup found recently, per connection: the warm Send path skips the lookup.
-
-    Entries expire after ``ttl`` seconds and are dropped when a publish finds no stream (the
-    pipe was destroyed elsewhere) and when this daemon destroys a source or pipe. Plain dict
-    reads and writes (atomic in CPython) from request threads and the loop; no lock.
-    """
-
-    def __init__(self, ttl: float = 30.0) -> None:
-        self.ttl = ttl
-        self._until: dict[tuple[str, str], float] = {}
-
-    def fresh(self, nc_id: str, stream: str) -> bool:
-        return self._until.get((nc_id, stream), 0.0) > time.monotonic()
-
-    def add(self, nc_id: str, stream: str) -> None:
-        if len(self._until) > 10_000:
-            self._until = {}
-        self._until[(nc_id, stream)] = time.monotonic() + self.ttl
-
-    def drop(self, nc_id: str, stream: str) -> None:
-        self._until.pop((nc_id, stream), None)
-
-    def clear(self) -> None:
-        self._until = {}
-
-
-STREAMS_SEEN = StreamsSeen()
+def tell_streams(sys: System, news: StreamNews) -> None:
+    """Tell the state actor what a lookup or publish found out about a stream (safe on the loop)."""
+    try:
+        sys.state.actor_ref.tell(news)
+    except pykka.ActorDeadError:
+        pass  # the daemon is stopping
 
 
 # --- target resolution (ipc.md §7.11) --------------------------------------------------------
@@ -139,7 +117,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
             if exc.kind != js.NOT_FOUND:
                 raise lookup_error(sys, view, exc, errors.PpzError(errors.E_INVALID_PIPE)) from None
         else:
-            STREAMS_SEEN.add(view.nc_id, stream)
+            tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
     handle = p["handle"] or session.current
@@ -164,7 +142,7 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
         view.run(js.stream_info(view.client, stream))
     except js.JsError as exc:
         raise lookup_error(sys, view, exc, errors.pipe_not_found(pipe, handle)) from None
-    STREAMS_SEEN.add(view.nc_id, stream)
+    tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
 
@@ -239,7 +217,7 @@ def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
     pipe = p["channel"] or "inbox"
     if bare:
         stream = names.stream_name(acct, session.namespace, "", bare)
-        if names.valid_pipe(bare) and STREAMS_SEEN.fresh(view.nc_id, stream):
+        if names.valid_pipe(bare) and state.stream_fresh(view.nc_id, stream):
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
         # The collision rules forbid an uncollared pipe named like a source in the source's own
@@ -251,7 +229,7 @@ def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
         return None
     manifold = state.manifolds.get(handle, "")
     stream = names.stream_name(acct, manifold, handle, pipe)
-    if not STREAMS_SEEN.fresh(view.nc_id, stream):
+    if not state.stream_fresh(view.nc_id, stream):
         return None
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
@@ -270,7 +248,7 @@ async def send_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
     try:
         await js.publish(target.view.client, target.subject, data, env.id, no_stream_fast=True)
     except js.NoStream:
-        STREAMS_SEEN.drop(target.view.nc_id, target.stream)
+        tell_streams(sys, StreamGone(nc_id=target.view.nc_id, stream=target.stream))
         return None  # the full path looks the stream up again (and publishes, same id)
     stamp_heartbeat(sys, target, p["payload"])
     return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}
@@ -515,15 +493,15 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
         out.event("meta", meta)
     session = session_key(p["session"])
     advancing = not (p["all"] or p["no_advance"])
-    cursors = CursorStore(sys.home)
+    cursors = sys.cursors
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
     start = first
     if not p["all"]:
-        entry = cursors.get(session, plan.cursor_key)
+        entry = cursors.get(session, plan.cursor_key).get()
         eff = cursor_effective(entry, created, last)
         if entry is None and p["seed_latest"]:
             if last:
-                cursors.seed(session, plan.cursor_key, last, created)
+                cursors.seed(session, plan.cursor_key, last, created).get()
             eff = last
         if total > 0 and eff + 1 > start:
             start = eff + 1
@@ -576,7 +554,7 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
             # write failed were not delivered, so the cursor stops short of the first of them.
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
-            cursors.advance(session, plan.cursor_key, top, created)
+            cursors.advance(session, plan.cursor_key, top, created).get()
             send_receipts(sys, view, plan.acct, reader, [env for _, env in emitted[:written]])
     if not follow or out.gone:
         return follow_ref
@@ -590,7 +568,7 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     session = session_key(p["session"])
-    cursors = CursorStore(sys.home)
+    cursors = sys.cursors.actor_ref
 
     noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
 
@@ -607,7 +585,10 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
 
     def flush() -> None:
         if noted[0] > noted[1]:
-            cursors.advance(session, plan.cursor_key, noted[0], created)
+            try:
+                cursors.tell(Advance(session=session, key=plan.cursor_key, seq=noted[0], created=created))
+            except pykka.ActorDeadError:
+                return  # the daemon is stopping
             noted[1] = noted[0]
 
     try:
@@ -728,7 +709,7 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
     pipes = sys.server.list_pipes(creds)
     patterns: list[str] = p["patterns"]
     long = p["long"]
-    entries = CursorStore(sys.home).load(session_key(p["session"]))
+    entries = sys.cursors.load(session_key(p["session"])).get()
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
     wanted: dict[str, int] = {}
     src_rows: list[tuple[Any, list[tuple[str, str, str]]]] = []

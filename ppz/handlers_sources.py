@@ -14,7 +14,8 @@ from typing import Any
 
 from ppz import errors, names
 from ppz.actors.state import CompletionFlight, SessionView
-from ppz.handlers_messaging import STREAMS_SEEN
+from ppz.handlers_messaging import tell_streams
+from ppz.messages import StreamsForgotten
 from ppz.serverclient import PipeSpec
 from ppz.system import System, list_sources
 
@@ -196,7 +197,7 @@ def pipe_destroy(sys: System, p: dict[str, Any]) -> Reply:
     else:
         manifold = p["manifold"] or _session(sys, p).namespace
         sys.server.delete_uncollared(creds, name, manifold)
-    STREAMS_SEEN.clear()
+    tell_streams(sys, StreamsForgotten())
     return _with_manifold({"handle": handle}, manifold) | {"name": name}
 
 
@@ -208,7 +209,7 @@ def source_destroy(sys: System, p: dict[str, Any]) -> Reply:
     handle = _checked_handle(p["handle"])
     manifold = sys.state.manifold(handle).get()  # read before the source is gone
     sys.server.delete_source(creds, handle)
-    STREAMS_SEEN.clear()
+    tell_streams(sys, StreamsForgotten())
     sys.state.forget_handle(handle).get()
     sys.state.clear_current_everywhere(handle).get()
     return _with_manifold({"handle": handle}, manifold)

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import stat
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -464,15 +463,12 @@ def remove_logout_files(home: Home) -> list[str]:
 
 # ---------------------------------------------------------------------------- cursors
 
-# One lock for every cursor file of the process (home.md §2.4), whatever the store or home.
-_CURSOR_LOCK = threading.Lock()
-
-
 class CursorStore:
     """Per-session cursor files ``cursors/<session>.json`` (home.md §2.4, nats.md §8).
 
-    Files are read on every use, never cached; every read-modify-write runs under one
-    process-wide lock and rewrites the whole file atomically.
+    Files are read on every use, never cached; every read-modify-write rewrites the whole
+    file atomically. Not thread-safe: in the daemon its one user is ``CursorsActor``, whose
+    mailbox serialises the read-modify-writes.
     """
 
     def __init__(self, home: Home) -> None:
@@ -487,12 +483,11 @@ class CursorStore:
     def load(self, session: str) -> dict[str, CursorEntry]:
         """All entries of a session. Missing, unparseable or unreadable file → ``{}``."""
         path = self.path(session)
-        with _CURSOR_LOCK:
-            try:
-                return self._read(path)
-            except OSError as err:
-                logger.warning("cannot read cursor file %s: %s", path, _reason(err))
-                return {}
+        try:
+            return self._read(path)
+        except OSError as err:
+            logger.warning("cannot read cursor file %s: %s", path, _reason(err))
+            return {}
 
     def get(self, session: str, key: str) -> CursorEntry | None:
         return self.load(session).get(key)
@@ -504,14 +499,13 @@ class CursorStore:
         write failures raise OSError too.
         """
         path = self.path(session)
-        with _CURSOR_LOCK:
-            entries = self._read(path)
-            entry = cursors.advance(entries.get(key), seq, created)
-            if entry is None:
-                return False
-            entries[key] = entry
-            self._write(path, entries)
-            return True
+        entries = self._read(path)
+        entry = cursors.advance(entries.get(key), seq, created)
+        if entry is None:
+            return False
+        entries[key] = entry
+        self._write(path, entries)
+        return True
 
     def seed(self, session: str, key: str, seq: int, created: int) -> bool:
         """Store ``{seq, created}`` only if the session has no entry for ``key`` (``read``
@@ -519,18 +513,17 @@ class CursorStore:
         path = self.path(session)
         if seq <= 0:
             return False
-        with _CURSOR_LOCK:
-            entries = self._read(path)
-            if key in entries:
-                return False
-            entries[key] = CursorEntry(seq, created)
-            self._write(path, entries)
-            return True
+        entries = self._read(path)
+        if key in entries:
+            return False
+        entries[key] = CursorEntry(seq, created)
+        self._write(path, entries)
+        return True
 
     @staticmethod
     def _read(path: Path) -> dict[str, CursorEntry]:
         """Entries of one file; missing or unparseable → ``{}``, malformed entries dropped.
-        Other read failures raise OSError. Caller holds the lock."""
+        Other read failures raise OSError."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -553,7 +546,7 @@ class CursorStore:
         return entries
 
     def _write(self, path: Path, entries: Mapping[str, CursorEntry]) -> None:
-        """Rewrite one file (legacy values come out as objects). Caller holds the lock."""
+        """Rewrite one file (legacy values come out as objects)."""
         _ensure_private_dir(self._home.cursors_dir)
         data = _encode({key: entry.to_json() for key, entry in entries.items()})
         # Cursors move with every message a follow delivers: no fsync per write (a cursor that

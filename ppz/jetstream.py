@@ -3,7 +3,10 @@
 Every coroutine runs on the connection's loop (``ConnView.run``) and raises
 :class:`JsError` with one of the classes of ipc.md §6: *not found*, *transport* (connection
 closed, no servers, request timeout; ``timeout`` marks the subset that triggers the failure
-report) or *other*. Requests are made with the raw JetStream API (JSON over core NATS) so
+report) or *other*. A JetStream that answers "unavailable" (a 503: no responders, a cluster
+electing its meta leader, 10008 "JetStream system temporarily unavailable"; or 10009 "JetStream
+cluster can not handle request") is *transport*: it passes, and it says nothing about the pipe.
+Requests are made with the raw JetStream API (JSON over core NATS) so
 that no reply is decoded twice and every error keeps its class.
 """
 
@@ -31,6 +34,8 @@ DRAIN_BATCH = 256
 INACTIVE_THRESHOLD_NS = 30 * 1_000_000_000
 FOLLOW_IDLE_HEARTBEAT = 1.0
 STREAM_NOT_FOUND = 10059
+UNAVAILABLE = 503
+CLUSTER_NOT_LEADER = 10009  # a 500, "JetStream cluster can not handle request", while leaders move
 NO_RESPONDERS_RETRY = 0.25
 PUBACK_ATTEMPT = 2.0
 READ_ATTEMPT = 1.5
@@ -63,8 +68,12 @@ def classify(exc: BaseException) -> JsError:
         | nats.errors.NoServersError
         | nats.errors.ConnectionDrainingError
         | nats.errors.StaleConnectionError
-        | nats.errors.OutboundBufferLimitError,
+        | nats.errors.OutboundBufferLimitError
+        | nats.errors.NoRespondersError
+        | nats.js.errors.ServiceUnavailableError,
     ):
+        return JsError(TRANSPORT, text)
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == CLUSTER_NOT_LEADER:
         return JsError(TRANSPORT, text)
     return JsError(OTHER, text)
 
@@ -84,6 +93,8 @@ def _decode(data: bytes) -> dict[str, Any]:
             raise JsError(NOT_FOUND, text)
         if err.get("code") == 404:
             raise JsError(NOT_FOUND, text)
+        if err.get("code") == UNAVAILABLE or code == CLUSTER_NOT_LEADER:
+            raise JsError(TRANSPORT, text)
         raise JsError(OTHER, text)
     return obj
 
@@ -104,7 +115,7 @@ async def api_request(nc: NatsClient, subject: str, body: dict[str, Any] | None 
         try:
             msg = await nc.request(subject, payload, timeout=max(attempt, 0.001))
         except nats.errors.NoRespondersError:
-            raise JsError(OTHER, "no responders: JetStream not available") from None
+            raise JsError(TRANSPORT, "no responders: JetStream not available") from None
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             if idempotent and end - time.monotonic() > 0.05:
                 continue

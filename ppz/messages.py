@@ -185,3 +185,43 @@ class FollowDelivery:
 
     seq: int
     data: bytes
+
+
+# --- CursorsActor inbox ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Advance:
+    """Move the cursor ``key`` of ``session`` to ``seq`` (stream created at ``created``)."""
+
+    session: str
+    key: str
+    seq: int
+    created: int
+
+
+# --- StateActor inbox: the streams a lookup found ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSeen:
+    """A lookup on connection ``nc_id`` found ``stream``: the warm Send path may skip it."""
+
+    nc_id: str
+    stream: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamGone:
+    """A publish on connection ``nc_id`` found no ``stream`` (destroyed elsewhere)."""
+
+    nc_id: str
+    stream: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamsForgotten:
+    """This daemon destroyed a source or pipe: forget every stream seen."""
+
+
+StreamNews = StreamSeen | StreamGone | StreamsForgotten

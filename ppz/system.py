@@ -35,6 +35,7 @@ class System:
     nats: Any
     heartbeats: Any
     follows: Any
+    cursors: Any
     kick_connect: Callable[[], None]
     server: ServerClient
     state_box: Published[StateView]

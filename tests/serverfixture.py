@@ -2,7 +2,7 @@
 
     server = ServerProcess(tmp_path / "server", env={"PPZ_NATS_JWT_TTL": "10s"})
     server.start()                      # waits until /healthz answers
-    key = server.add_key("acme")        # runs `ppz-server add-key` with the same environment
+    key = server.add_key("acme")        # `ppz-server add-key` for this server (run in-process)
     requests.get(server.url + "/api/v1/sources", headers={"Authorization": f"Bearer {key}"})
     server.kill_nats()                  # SIGKILL the NATS child; the server restarts it
     server.restart()                    # same ports, same data directory
@@ -26,16 +26,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import requests
 
@@ -43,6 +47,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
 _live: set[ServerProcess] = set()
+_ADD_KEY_LOCK = threading.Lock()  # add_key patches the process's environment and stdout
 _live_clusters: set[NatsCluster] = set()
 
 
@@ -51,6 +56,30 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortReservations:
+    """Loopback ports held for servers we start: each bound with ``SO_REUSEADDR`` but not
+    listening, so no other ``bind(0)`` (e.g. another xdist worker's :func:`free_port`) gets it while
+    our server starts or restarts, yet the server can bind and listen on it (it sets
+    ``SO_REUSEADDR`` too: ``ppz.server.web.bind``, and Go's listeners in nats-server).
+    Held until :meth:`release` or garbage collection."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self.release = weakref.finalize(self, _close_all, self._sockets)
+
+    def take(self) -> int:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        self._sockets.append(s)
+        return int(s.getsockname()[1])
+
+
+def _close_all(sockets: list[socket.socket]) -> None:
+    for s in sockets:
+        s.close()
 
 
 def pid_alive(pid: int) -> bool:
@@ -101,8 +130,9 @@ class ServerProcess:
     def __init__(self, data_dir: Path | str, env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
-        self.http_port = free_port()
-        self.nats_port = free_port()
+        self.ports = PortReservations()
+        self.http_port = self.ports.take()
+        self.nats_port = self.ports.take()
         self.http_addr = f"127.0.0.1:{self.http_port}"
         self.nats_addr = f"127.0.0.1:{self.nats_port}"
         self.url = f"http://{self.http_addr}"
@@ -183,7 +213,7 @@ class ServerProcess:
         return proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL the server and its NATS child (teardown of a broken state)."""
+        """SIGKILL the server and its NATS child (teardown of a broken state); release the ports."""
         nats_pid = self._current_nats_pid()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -192,6 +222,7 @@ class ServerProcess:
             with contextlib.suppress(OSError):
                 os.kill(nats_pid, signal.SIGKILL)
         _live.discard(self)
+        self.ports.release()
 
     def close(self) -> None:
         """Stop if running; kill whatever is left if stopping fails."""
@@ -252,16 +283,19 @@ class ServerProcess:
     # --- administration --------------------------------------------------------------------
 
     def add_key(self, account: str = "acme", user: str = "admin") -> str:
-        """Run ``ppz-server add-key`` with this server's environment; returns the key."""
-        out = subprocess.run(
-            [sys.executable, "-m", "ppz.server.cli", "add-key", f"--account={account}", f"--user={user}"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        return out.stdout.strip()
+        """``ppz-server add-key`` with this server's data directory; returns the key. The command
+        runs in this process (``ppz.server.cli.main``): a Python start-up per key costs about a
+        second of a loaded machine, and most end-to-end tests make one.
+        ``tests/server/test_server_lifecycle.py`` runs the real command."""
+        from ppz.server import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with _ADD_KEY_LOCK, mock.patch.dict(os.environ, {"PPZ_SERVER_DATA": str(self.data_dir)}), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["add-key", f"--account={account}", f"--user={user}"])
+        if status != 0:
+            raise RuntimeError(f"ppz-server add-key exited with {status}: {err.getvalue()}")
+        return out.getvalue().strip()
 
     def log_text(self) -> str:
         try:
@@ -273,11 +307,11 @@ class ServerProcess:
 class NatsNode:
     """One ``nats-server`` of a :class:`NatsCluster`: its ports, files and process."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, ports: PortReservations) -> None:
         self.name = name
-        self.port = free_port()
-        self.cluster_port = free_port()
-        self.monitor_port = free_port()
+        self.port = ports.take()
+        self.cluster_port = ports.take()
+        self.monitor_port = ports.take()
         self.store_dir = root / name
         self.config_path = root / f"{name}.conf"
         self.log_path = root / f"{name}.log"
@@ -310,7 +344,8 @@ class NatsCluster:
                  binary: str | None = None) -> None:
         self.root = Path(root)
         self.server_data = Path(server_data)
-        self.nodes = [NatsNode(self.root, f"n{i + 1}") for i in range(size)]
+        self.ports = PortReservations()
+        self.nodes = [NatsNode(self.root, f"n{i + 1}", self.ports) for i in range(size)]
         self.binary = binary or _nats_server_binary()
 
     @property
@@ -458,6 +493,7 @@ class NatsCluster:
                 node.proc.kill()
                 node.proc.wait(5)
         _live_clusters.discard(self)
+        self.ports.release()
 
     def kill_all(self) -> None:
         for node in self.live():
@@ -465,6 +501,7 @@ class NatsCluster:
             node.proc.kill()
             node.proc.wait(5)
         _live_clusters.discard(self)
+        self.ports.release()
 
 
 @contextlib.contextmanager

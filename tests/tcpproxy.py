@@ -1,7 +1,7 @@
 """A TCP forwarder between a daemon and its ``nats-server``, for end-to-end tests.
 
-    fwd = TcpForwarder(port, ("127.0.0.1", nats_port))
-    fwd.start()                         # listens on 127.0.0.1:<port> from now on
+    fwd = TcpForwarder(0, ("127.0.0.1", nats_port))  # fwd.port: bound now, refusing dials
+    fwd.start()                         # listens on 127.0.0.1:<fwd.port> from now on
     fwd.cut()                           # drop every live connection (the client may redial)
     fwd.wedge()                         # live connections stay open but carry nothing more
     fwd.tell(b"-ERR 'x'\\r\\n")         # write to every client as if the server had (nats-py closes)
@@ -19,7 +19,6 @@ import socket
 import socketserver
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -44,15 +43,15 @@ class _Pair:
 
 
 class TcpForwarder:
-    """Listens on a fixed loopback port once started and forwards every connection to ``target``."""
+    """Forwards every connection to ``target`` once started. Its loopback port (``port``, or one
+    the kernel picks for 0) is bound from construction on, so no other test takes it, but not
+    listening before :meth:`start`: a dial until then is refused."""
 
     def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port, self.target = port, target
-        self.server: Any = None
+        self.target = target
         self.pairs: list[_Pair] = []
         self._lock = threading.Lock()
-
-    def start(self) -> None:
+        self._serving = False
         forwarder = self
 
         class Pipe(socketserver.BaseRequestHandler):
@@ -70,7 +69,17 @@ class TcpForwarder:
             allow_reuse_address = True
             daemon_threads = True
 
-        self.server = Server(("127.0.0.1", self.port), Pipe)
+        self.server = Server(("127.0.0.1", port), Pipe, bind_and_activate=False)
+        try:
+            self.server.server_bind()
+        except OSError:
+            self.server.server_close()
+            raise
+        self.port = int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.server.server_activate()
+        self._serving = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _pump(self, pair: _Pair, to_client: bool) -> None:
@@ -139,9 +148,9 @@ class TcpForwarder:
             return b"".join(bytes(p.to_client) for p in self.pairs)
 
     def stop(self) -> None:
-        if self.server is not None:
+        if self._serving:
             self.server.shutdown()
-            self.server.server_close()
+        self.server.server_close()
         self.cut()
 
 

@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ppz import eventlog
-from ppz.eventlog import Event, EventLog, detect_patterns, drops_last_hour, state_since
+from ppz.eventlog import (
+    Event,
+    EventLog,
+    count_on_disk,
+    detect_patterns,
+    drops_last_hour,
+    events_since,
+    state_since,
+    tail_events,
+)
 from ppz.timestamps import format_rfc3339
 
 T0 = 1777636800  # 2026-05-01T12:00:00Z
@@ -365,7 +374,8 @@ def test_write_failures_are_ignored_and_warned_once(tmp_path: Path, caplog: pyte
     log.record("daemon_start")
     log.record("connect")
     assert [e.type for e in log.snapshot()] == ["daemon_start", "connect"]
-    assert log.on_disk_count() == 0 and log.since(0) == [] and log.tail(5) == []
+    path = log.events_path
+    assert count_on_disk(path) == 0 and events_since(path, 0) == [] and tail_events(path, 5) == []
     assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
@@ -375,7 +385,7 @@ def test_a_failed_rotation_does_not_stop_the_append(tmp_path: Path) -> None:
     log = make_log(tmp_path, rotate_bytes=1)
     log.record("connect")
     log.record("disconnect")
-    assert [e.type for e in log.tail(5)] == ["connect", "disconnect"]
+    assert [e.type for e in tail_events(log.events_path, 5)] == ["connect", "disconnect"]
 
 
 def test_rotation_at_the_threshold_keeps_two_generations(tmp_path: Path) -> None:
@@ -393,7 +403,7 @@ def test_rotation_at_the_threshold_keeps_two_generations(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "nats-events.jsonl", "nats-events.jsonl.1", "nats-events.jsonl.2"
     ]
-    kept = [int(str(e.reason)) for e in log.since(0)]
+    kept = [int(str(e.reason)) for e in events_since(log.events_path, 0)]
     assert kept == list(range(2 * per_file, 5 * per_file))
     assert all(line["v"] == 1 for p in tmp_path.iterdir() for line in lines(p))
 
@@ -415,9 +425,9 @@ def test_readers_skip_bad_lines(tmp_path: Path) -> None:
         b'{"v":1,"type":"trunc',
     )
     log = make_log(tmp_path)
-    assert [e.type for e in log.since(0)] == ["connect", "disconnect"]
-    assert [e.type for e in log.tail(10)] == ["connect", "disconnect"]
-    assert log.on_disk_count() == 2
+    assert [e.type for e in events_since(log.events_path, 0)] == ["connect", "disconnect"]
+    assert [e.type for e in tail_events(log.events_path, 10)] == ["connect", "disconnect"]
+    assert count_on_disk(log.events_path) == 2
 
 
 def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path) -> None:
@@ -426,7 +436,7 @@ def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path) -> None:
     assert len(padded) == 1 << 20
     write_lines(tmp_path / "nats-events.jsonl", padded, padded + b" ")
     log = make_log(tmp_path)
-    assert log.on_disk_count() == 1 and len(log.tail(5)) == 1
+    assert count_on_disk(log.events_path) == 1 and len(tail_events(log.events_path, 5)) == 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -451,10 +461,10 @@ def test_tail_reads_backwards_what_a_forward_scan_reads(
         mp.setattr(eventlog, "LINE_CAP", 90)
         mp.setattr(eventlog, "_READ_BLOCK", 16)
         log = make_log(home)
-        forward = log.since(0)
-        assert log.tail(len(forward) + 1) == forward
-        assert log.tail(3) == forward[-3:]
-        assert log.on_disk_count() == len(forward)
+        forward = events_since(log.events_path, 0)
+        assert tail_events(log.events_path, len(forward) + 1) == forward
+        assert tail_events(log.events_path, 3) == forward[-3:]
+        assert count_on_disk(log.events_path) == len(forward)
 
 
 def test_since_scans_generations_in_file_order(tmp_path: Path) -> None:
@@ -463,10 +473,11 @@ def test_since_scans_generations_in_file_order(tmp_path: Path) -> None:
     write_lines(tmp_path / "nats-events.jsonl.1", record_json("disconnect", 20), record_json("warn", 5))
     write_lines(active, record_json("reconnect", 30), record_json("closed", 10))
     log = make_log(tmp_path)
-    assert [e.type for e in log.since(T0 + 10)] == ["swap", "disconnect", "reconnect", "closed"]
-    assert [e.type for e in log.since(0)] == ["connect", "swap", "disconnect", "warn", "reconnect", "closed"]
-    assert log.on_disk_count() == 2
-    assert [e.type for e in log.tail(1)] == ["closed"]
+    assert [e.type for e in events_since(log.events_path, T0 + 10)] == ["swap", "disconnect", "reconnect", "closed"]
+    assert [e.type for e in events_since(log.events_path, 0)] == [
+        "connect", "swap", "disconnect", "warn", "reconnect", "closed"]
+    assert count_on_disk(log.events_path) == 2
+    assert [e.type for e in tail_events(log.events_path, 1)] == ["closed"]
 
 
 def test_lifecycle_log_keeps_the_newest_32_lines(tmp_path: Path) -> None:

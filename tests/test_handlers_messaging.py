@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from unittest.mock import Mock
 
@@ -30,8 +32,9 @@ from sharedserver import module_nats  # noqa: F401 - a fixture
 from ppz import errors, names, verbs
 from ppz import handlers_messaging as hm
 from ppz import jetstream as js
+from ppz.actors.cursors import CursorsActor
 from ppz.actors.nats import ConnView
-from ppz.actors.state import SessionView, StateView
+from ppz.actors.state import SessionView, StateView, note_stream_news
 from ppz.aioloop import LoopThread
 from ppz.envelope import new_envelope
 from ppz.home import Credentials, CursorStore, Home
@@ -107,17 +110,29 @@ def rig(server: NatsServer, tmp_path: Path) -> Iterator[Rig]:
     srv = Mock(name="server")
     srv.list_sources.return_value = [SourceInfo(handle="bob"), SourceInfo(handle="agent", kind="pty")]
     creds = Credentials(url="http://127.0.0.1:1", api_key="ppz_0123456789abcdef0123456789", account_id=acct)
+    home_ = Home(root=tmp_path, socket=tmp_path / "daemon.sock")
+    cursors = CursorsActor.start(home_=home_).proxy()
+    state_box = Published(StateView(creds=creds, known=frozenset({"bob", "agent"})))
+    seen: dict[tuple[str, str], float] = {}
+
+    def note(news: Any) -> None:
+        """What the state actor does with the streams a handler tells it about."""
+        if note_stream_news(seen, news, time.monotonic()):
+            state_box.value = replace(state_box.value, streams_seen=MappingProxyType(dict(seen)))
+
+    state.actor_ref.tell.side_effect = note
     system = System(
-        home=Home(root=tmp_path, socket=tmp_path / "daemon.sock"), state=state, refresh=Mock(name="refresh"),
-        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), follows=Mock(name="follows"),
+        home=home_, state=state, refresh=Mock(name="refresh"),
+        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), follows=Mock(name="follows"), cursors=cursors,
         kick_connect=Mock(name="kick_connect"), server=srv,
-        state_box=Published(StateView(creds=creds, known=frozenset({"bob", "agent"}))),
+        state_box=state_box,
         refresh_box=Published(RefreshView(exchanged=True, exp=EXP, generation=1)),
         nats_box=Published(view),
     )
     try:
         yield Rig(sys=system, acct=acct, view=view, loop=loop)
     finally:
+        cursors.actor_ref.stop()
         loop.run(nc.close(), 5)
         loop.stop()
 

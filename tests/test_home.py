@@ -915,32 +915,6 @@ def test_cursor_write_failure_keeps_the_file(monkeypatch: pytest.MonkeyPatch, ho
     assert listing(home.cursors_dir) == ["s.json"]
 
 
-def test_concurrent_advances_lose_no_update(home: Home) -> None:
-    stores = [CursorStore(home), CursorStore(home)]  # the lock is process-wide, not per store
-    keys, rounds = 12, 25
-    barrier = threading.Barrier(keys)
-    errors: list[BaseException] = []
-
-    def reader(n: int) -> None:
-        try:
-            barrier.wait()
-            for seq in range(1, rounds + 1):
-                stores[n % 2].advance("shared", f"acct.h{n}.inbox", seq, T1)
-        except BaseException as err:  # pragma: no cover - reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=reader, args=(n,)) for n in range(keys)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert CursorStore(home).load("shared") == {
-        f"acct.h{n}.inbox": CursorEntry(rounds, T1) for n in range(keys)
-    }
-    assert listing(home.cursors_dir) == ["shared.json"]
-
-
 def test_home_module_imports_only_the_standard_library() -> None:
     code = (
         "import sys; import ppz.home; "

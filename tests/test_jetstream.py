@@ -19,6 +19,7 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 import orjson
 import pytest
 from actors.natsserver import NatsServer
@@ -243,3 +244,59 @@ def test_a_transport_error_mid_drain_returns_what_was_read(server: NatsServer,
         assert [m.seq for m in result.messages] == list(range(1, js.DRAIN_BATCH + 1))
 
     run(server, go)
+
+
+# --- a JetStream that is passing through an election is transport, never "invalid pipe" ----------------
+
+# What nats-server answers an API request while its cluster has no meta leader.
+TEMPORARILY_UNAVAILABLE = {"type": "io.nats.jetstream.api.v1.stream_info_response",
+                           "error": {"code": 503, "err_code": 10008,
+                                     "description": "JetStream system temporarily unavailable"}}
+
+
+# ... and while a request reaches a server that is no longer the leader it needs.
+CANNOT_HANDLE = {"type": "io.nats.jetstream.api.v1.stream_info_response",
+                 "error": {"code": 500, "err_code": 10009, "description": "JetStream cluster can not handle request"}}
+
+
+@pytest.mark.parametrize("reply", [TEMPORARILY_UNAVAILABLE, CANNOT_HANDLE], ids=["10008", "10009"])
+def test_an_unavailable_jetstream_reply_is_transport(server: NatsServer, reply: dict[str, Any]) -> None:
+    async def body(nc: NatsClient) -> js.JsError:
+        subject = f"fakejs.{uuid.uuid4().hex}.STREAM.INFO.S"
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(orjson.dumps(reply))
+
+        await nc.subscribe(subject, cb=answer)
+        with pytest.raises(js.JsError) as caught:
+            await js.api_request(nc, subject, timeout=2.0, idempotent=True)
+        return caught.value
+
+    err = run(server, body)
+    assert (err.kind, err.timeout) == (js.TRANSPORT, False)
+    assert err.text == reply["error"]["description"]
+
+
+def test_an_api_request_nobody_answers_is_transport(server: NatsServer) -> None:
+    async def body(nc: NatsClient) -> js.JsError:
+        with pytest.raises(js.JsError) as caught:
+            await js.api_request(nc, f"fakejs.{uuid.uuid4().hex}.STREAM.INFO.S", timeout=2.0)
+        return caught.value
+
+    err = run(server, body)
+    assert (err.kind, err.timeout) == (js.TRANSPORT, False)
+
+
+def test_the_client_library_unavailable_errors_classify_as_transport() -> None:
+    unavailable = nats.js.errors.ServiceUnavailableError(**TEMPORARILY_UNAVAILABLE["error"])  # type: ignore[arg-type]
+    cannot_handle = nats.js.errors.ServerError(**CANNOT_HANDLE["error"])  # type: ignore[arg-type]
+    for exc in (unavailable, cannot_handle, nats.errors.NoRespondersError()):
+        assert js.classify(exc).kind == js.TRANSPORT
+    assert js.classify(nats.js.errors.BadRequestError(code=400, err_code=10058, description="x")).kind == js.OTHER
+
+
+def test_a_stream_not_found_reply_stays_not_found() -> None:
+    reply = orjson.dumps({"error": {"code": 404, "err_code": 10059, "description": "stream not found"}})
+    with pytest.raises(js.JsError) as caught:
+        js._decode(reply)
+    assert caught.value.kind == js.NOT_FOUND

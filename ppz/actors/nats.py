@@ -1,4 +1,4 @@
-"""NatsActor: the one nats-py client, its asyncio loop thread, and the NATS event log.
+"""NatsActor: the one nats-py client (on the loop thread bootstrap hands it), and the NATS event log.
 
 It owns: the NATS URL, the credential snapshot the client's auth callbacks read, the
 installed connection and the (exp, generation) it was dialled with, the last dial error,
@@ -169,6 +169,7 @@ class NatsActor(pykka.ThreadingActor):
         *,
         events: EventLog,
         view_box: Published[ConnView],
+        loop_thread: LoopThread,
         heartbeats: Any = None,
         kick_connect: Callable[[], None] | None = None,
         nats_url_override: str = "",
@@ -188,7 +189,8 @@ class NatsActor(pykka.ThreadingActor):
         self._dial_error: errors.PpzError | None = None
         self._dials = 0
         self._pid = os.getpid()
-        self._loop = LoopThread("ppz-nats")
+        # Owned by bootstrap (started before this actor, stopped after every actor).
+        self._loop = loop_thread
         # Read by client callbacks on the loop thread: the nc_id of a rotation in flight.
         self._rotating_nc_id = ""
         self._last_rotation_at = 0.0
@@ -202,17 +204,18 @@ class NatsActor(pykka.ThreadingActor):
     # --- lifecycle -----------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._loop.start()
         self._publish()
         logger.debug("NatsActor started")
 
     def on_stop(self) -> None:
         self._close_installed()
-        self._loop.stop()
         logger.debug("NatsActor stopped")
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        self._loop.stop()
+        inst = self._installed
+        self._installed = None
+        if inst is not None:
+            self._loop.submit(inst.nc.close())
 
     def _close_installed(self) -> None:
         inst = self._installed
@@ -272,10 +275,6 @@ class NatsActor(pykka.ThreadingActor):
 
     def events(self) -> list[Event]:
         return self._events.snapshot()
-
-    def event_log(self) -> EventLog:
-        """The log itself, for read-only scans (since-scan, on-disk count) by Diag."""
-        return self._events
 
     # --- inbox -----------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 It owns everything ``spec/home.md`` puts on disk except cursors and the event log: the
 credential, session → current handle, session → namespace, the three source caches, the
-login check, and the 50 ms poller / SIGHUP reload (all-or-nothing). When the identity
+login check, and the 50 ms poller / SIGHUP reload (all-or-nothing). It also keeps the streams
+a lookup found per connection (``StreamSeen``/``StreamGone``/``StreamsForgotten`` tells from
+handlers and the loop), published in :class:`StateView` for the warm Send path. When the identity
 changes or disappears it *tells* the refresh loop, the connection owner and the heartbeat
 cache; it never asks them, so no ask can come back to it in a cycle.
 """
@@ -10,6 +12,7 @@ cache; it never asks them, so no ask can come back to it in a cycle.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -20,7 +23,16 @@ import pykka
 
 from ppz import errors, home, names
 from ppz.home import Credentials, Home, LoadedState
-from ppz.messages import LoginChecked, Poll, Reload, SourcesListed
+from ppz.messages import (
+    LoginChecked,
+    Poll,
+    Reload,
+    SourcesListed,
+    StreamGone,
+    StreamNews,
+    StreamSeen,
+    StreamsForgotten,
+)
 from ppz.published import Published
 
 logger = logging.getLogger(__name__)
@@ -28,6 +40,27 @@ logger = logging.getLogger(__name__)
 DEFAULT_SESSION = "default"
 # Never equal to a real pair of file signatures, so the poller's next tick reloads.
 _FORGOTTEN: tuple[Any, Any] = ("forgotten", "forgotten")
+STREAMS_SEEN_TTL = 30.0
+STREAMS_SEEN_CAP = 10_000
+
+
+def note_stream_news(seen: dict[tuple[str, str], float], news: StreamNews, now: float) -> bool:
+    """Apply ``news`` to ``seen`` ((nc_id, stream) → monotonic expiry); True when it changed
+    enough to publish. An entry seen again within half its life is not republished."""
+    match news:
+        case StreamSeen(nc_id=nc_id, stream=stream):
+            if seen.get((nc_id, stream), 0.0) > now + STREAMS_SEEN_TTL / 2:
+                return False
+            if len(seen) > STREAMS_SEEN_CAP:
+                seen.clear()
+            seen[(nc_id, stream)] = now + STREAMS_SEEN_TTL
+            return True
+        case StreamGone(nc_id=nc_id, stream=stream):
+            return seen.pop((nc_id, stream), None) is not None
+        case StreamsForgotten():
+            changed = bool(seen)
+            seen.clear()
+            return changed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +74,12 @@ class StateView:
     namespace: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     known: frozenset[str] = frozenset()
     manifolds: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Streams a lookup found recently, per connection: (nc_id, stream) → monotonic expiry.
+    streams_seen: Mapping[tuple[str, str], float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def stream_fresh(self, nc_id: str, stream: str) -> bool:
+        """True when a lookup on ``nc_id`` found ``stream`` recently (the warm Send path)."""
+        return self.streams_seen.get((nc_id, stream), 0.0) > time.monotonic()
 
     def session(self, session: str) -> SessionView:
         key = session_key(session)
@@ -109,6 +148,7 @@ class StateActor(pykka.ThreadingActor):
         self._namespace: dict[str, str] = {}
         self._legacy_pending = False
         self._login_check = ""
+        self._streams_seen: dict[tuple[str, str], float] = {}
         self._reset_caches()
         self._apply_loaded(loaded)
         self._signatures = self._read_signatures()
@@ -130,6 +170,7 @@ class StateActor(pykka.ThreadingActor):
             namespace=MappingProxyType(dict(self._namespace)),
             known=frozenset(self._known),
             manifolds=MappingProxyType(dict(self._manifolds)),
+            streams_seen=MappingProxyType(dict(self._streams_seen)),
         )
 
     def view(self) -> StateView:
@@ -188,6 +229,9 @@ class StateActor(pykka.ThreadingActor):
                     self._creds.url, self._creds.api_key, self._creds.account_id,
                 ):
                     self._sources_listed(sources)
+            case StreamSeen() | StreamGone() | StreamsForgotten():
+                if note_stream_news(self._streams_seen, message, time.monotonic()):
+                    self._publish()
             case _:
                 logger.warning("StateActor: unexpected message %r", message)
         return None

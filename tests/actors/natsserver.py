@@ -29,6 +29,7 @@ from unittest import mock
 import pytest
 
 from ppz.actors.nats import ConnView, NatsActor
+from ppz.aioloop import LoopThread
 from ppz.eventlog import Event, EventLog
 from ppz.messages import CredentialChanged, CredentialSnapshot
 from ppz.published import Published
@@ -239,6 +240,11 @@ class Harness:
         return self.events(type_)
 
 
+# The loop threads handed to NatsActors (bootstrap's job in the daemon); the actor tests'
+# autouse fixture stops them after every actor has stopped.
+LOOP_THREADS: list[LoopThread] = []
+
+
 def start_nats_actor(
     tmp: Path, url: str = "", snapshot: CredentialSnapshot | None = None, **peers: Any
 ) -> Harness:
@@ -248,9 +254,13 @@ def start_nats_actor(
     heartbeats = mock.Mock(name="heartbeats")
     kick = mock.Mock(name="kick_connect")
     view_box: Published[ConnView] = Published(ConnView())
+    loop_thread = LoopThread("ppz-nats")
+    loop_thread.start()
+    LOOP_THREADS.append(loop_thread)
     proxy = NatsActor.start(
         events=EventLog(tmp / "e.jsonl", tmp / "l.jsonl"),
         view_box=view_box,
+        loop_thread=loop_thread,
         heartbeats=heartbeats,
         kick_connect=kick,
         **peers,

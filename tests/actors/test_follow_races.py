@@ -27,6 +27,7 @@ import pytest
 
 from ppz import names
 from ppz.actors import nats as nats_module
+from ppz.actors.cursors import CursorsActor
 from ppz.actors.follows import FollowsActor
 from ppz.actors.state import SessionView, StateView
 from ppz.envelope import new_envelope
@@ -121,7 +122,8 @@ class Rig:
         root.mkdir()
         self.sys = System(
             home=Home.at(root), state=state, refresh=mock.Mock(name="refresh"), nats=self.nats.proxy,
-            heartbeats=mock.Mock(name="heartbeats"), follows=self.follows, kick_connect=mock.Mock(),
+            heartbeats=mock.Mock(name="heartbeats"), follows=self.follows,
+            cursors=CursorsActor.start(home_=Home.at(root)).proxy(), kick_connect=mock.Mock(),
             server=mock.Mock(name="server"),
             state_box=Published(StateView(creds=Credentials(url="http://ppz", api_key="ppz_k",
                                                             account_id=ACCT))),

@@ -552,7 +552,8 @@ def test_a_probe_that_times_out_force_closes_and_kicks_the_connect_loop(
         assert [(e.caller, e.nc_id) for e in closes] == [("reportNATSFailure", nc(1))]
         assert closes[0].reason.startswith("stream info: nats: timeout; probe: ")
         assert len(closes[0].reason) > len("stream info: nats: timeout; probe: ")
-        connected.kick_connect.assert_called()
+        # The connection is closed and the loop kicked after the event is recorded, on the loop.
+        wait_until(lambda: connected.kick_connect.called, "the connect loop kicked")
         wait_until(lambda: connected.view().state() == "disconnected", "the wedged connection closed")
     finally:
         server.resume()

@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from unittest.mock import Mock, call
 import pytest
 
 from ppz import errors
-from ppz.actors.state import SessionView, StateActor, StateView
+from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, StateActor, StateView
 from ppz.home import Credentials, Home, load_state
-from ppz.messages import LoginChecked, Poll, Reload, SourcesListed
+from ppz.messages import LoginChecked, Poll, Reload, SourcesListed, StreamGone, StreamSeen, StreamsForgotten
 from ppz.published import Published
 from ppz.serverclient import SourceInfo
 
@@ -600,3 +601,37 @@ def test_a_restart_sees_what_the_actor_wrote(tmp_path: Path) -> None:
     second = Rig(tmp_path).start()
     assert second.view.creds == CREDS
     assert second.session("sid-1").current == "bob"
+
+
+# --- the streams a lookup found (the warm Send path reads them) ------------------------------------
+
+
+def test_streams_seen_are_published_per_connection_and_dropped_when_gone(tmp_path: Path) -> None:
+    rig = Rig(tmp_path).start()
+    rig.proxy.actor_ref.tell(StreamSeen(nc_id="nc-1", stream="S1"))
+    rig.proxy.actor_ref.tell(StreamSeen(nc_id="nc-1", stream="S2"))
+    rig.proxy.actor_ref.ask(StreamGone(nc_id="nc-1", stream="S2"))
+
+    view = rig.box.value
+    assert view.stream_fresh("nc-1", "S1")
+    assert not view.stream_fresh("nc-2", "S1")  # another connection has not looked it up
+    assert not view.stream_fresh("nc-1", "S2")
+
+
+def test_a_destroyed_source_or_pipe_forgets_every_stream_seen(tmp_path: Path) -> None:
+    rig = Rig(tmp_path).start()
+    rig.proxy.actor_ref.ask(StreamSeen(nc_id="nc-1", stream="S1"))
+    assert rig.box.value.stream_fresh("nc-1", "S1")
+    rig.proxy.actor_ref.ask(StreamsForgotten())
+
+    assert not rig.box.value.stream_fresh("nc-1", "S1")
+
+
+def test_streams_seen_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig(tmp_path).start()
+    rig.proxy.actor_ref.ask(StreamSeen(nc_id="nc-1", stream="S1"))
+    assert rig.box.value.stream_fresh("nc-1", "S1")
+    later = time.monotonic() + STREAMS_SEEN_TTL + 1
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+
+    assert not rig.box.value.stream_fresh("nc-1", "S1")

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -58,16 +59,23 @@ def test_heartbeat_usage_errors(fake: FakeDaemon, capsys: pytest.CaptureFixture[
     assert fake.requests == []
 
 
-def test_heartbeat_wraps_a_command(fake: FakeDaemon) -> None:
+def test_heartbeat_wraps_a_command(fake: FakeDaemon, tmp_path: Any) -> None:
     fake.on("EnsurePTY", {"handle": "agent"})
     fake.on("Send", SEND_REPLY)
+    done = tmp_path / "done"  # the command runs until the second beat was seen (not for a fixed time)
     script = ('import os, sys, time; print(os.environ["PPZ_SESSION"], os.environ["PPZ_CURRENT_HANDLE"], '
-              'sys.argv[1]); time.sleep(1.6); sys.exit(7)')
-    proc = cli_process(["heartbeat", "agent", "--interval=1s", "--", sys.executable, "-c", script, "--json"])
+              'sys.argv[1])\nwhile not os.path.exists(sys.argv[2]): time.sleep(0.01)\nsys.exit(7)')
+    proc = cli_process(["heartbeat", "agent", "--interval=1s", "--", sys.executable, "-c", script, "--json",
+                        str(done)])
+    deadline = time.monotonic() + 20
+    while len(fake.params("Send")) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    done.touch()
     out, err = proc.communicate(timeout=30)
     assert (proc.returncode, out) == (7, "agent agent --json\n"), err
     beats = [json.loads(p["payload"]) for p in fake.params("Send")]
-    assert [b["seq"] for b in beats] == [1, 2]  # at once, then after one interval
+    seqs = [b["seq"] for b in beats]
+    assert seqs[:2] == [1, 2] and seqs == list(range(1, len(seqs) + 1))  # at once, then every interval
     assert beats[0]["child_pid"] > 0 and beats[0]["child_pid"] != beats[0]["pid"]
     assert beats[0]["interval_sec"] == 1 and beats[0]["started_at"] == beats[1]["started_at"]
     assert fake.methods().count("EnsurePTY") == 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from daemonfixture import DaemonHome, wait_for
-from serverfixture import ServerProcess, free_port
+from serverfixture import ServerProcess
 from sharedserver import fresh_world, module_server  # noqa: F401 - module_server is a fixture
 from tcpproxy import TcpForwarder, delivered, subscriptions, unsubscribed
 
@@ -27,7 +27,7 @@ from ppz import ipc
 @pytest.fixture
 def fwd(module_server: ServerProcess) -> Iterator[TcpForwarder]:  # noqa: F811
     host, port = module_server.nats_addr.split(":")
-    forwarder = TcpForwarder(free_port(), (host, int(port)))
+    forwarder = TcpForwarder(0, (host, int(port)))
     forwarder.start()
     yield forwarder
     forwarder.stop()

@@ -65,10 +65,9 @@ def test_cold_exchange_401_stops_the_loop(ppz_server: ServerProcess, ppz_home: D
                                          proxy: RecordingProxy) -> None:
     logged_in(ppz_server, ppz_home, proxy)
     proxy.fail[ROUTE] = [401, 401, 401, 401]
-    # A refused key is refused on every route: Status's login probe (a source listing) that
-    # answered 200 after the exchange's 401 turned the login check back to "ok" (it is started
-    # by the restart's ensure-running Status, before the exchange, and is slow under load).
-    proxy.fail[("GET", "/api/v1/sources")] = [401] * 20
+    # The key is refused everywhere: a Status probe (GET /sources) answered 200 after the
+    # exchange's 401 was handled would otherwise set the login check back to "ok".
+    proxy.fail[("GET", "/api/v1/sources")] = [401] * 100
     restart(ppz_home, proxy)
     wait_for(lambda: exchanges(proxy) >= 1, timeout=10, what="the cold exchange")
     wait_for(lambda: ppz_home.status().get("login_check") == "invalid", timeout=10, what="login check invalid")
@@ -144,15 +143,13 @@ def test_empty_nats_url_fails_verbs_but_not_the_daemon(ppz_server: ServerProcess
 @pytest.mark.timeout(90)
 def test_login_whose_dial_fails_still_succeeds_and_connects_later(ppz_server: ServerProcess, ppz_home: DaemonHome,
                                                                  proxy: RecordingProxy) -> None:
-    from serverfixture import free_port
-
     h = ppz_home
     key = ppz_server.add_key("acme")
     h.login(proxy.url, key)
     first = h.wait_connected()
-    port = free_port()
     host, nats_port = ppz_server.nats_addr.split(":")
-    forwarder = TcpForwarder(port, (host, int(nats_port)))
+    forwarder = TcpForwarder(0, (host, int(nats_port)))  # its port is held, refusing dials until start()
+    port = forwarder.port
     proxy.rewrite[ROUTE] = lambda body: {**body, "nats_url": f"nats://127.0.0.1:{port}"}
     try:
         out = h.ppz("login", proxy.url, "--apikey", key)

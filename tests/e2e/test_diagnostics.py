@@ -10,7 +10,7 @@ import resource
 import subprocess
 import tarfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,30 @@ def duration_100ms(seconds: float) -> str:
 # --- patterns -------------------------------------------------------------------------------------
 
 
+def storms(swaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hits daemon.md §8.7 prescribes for these swaps (other event types never break a
+    cluster, so the swaps alone decide): from each swap, the swaps within 2 s; three or more are
+    one hit, and the walk continues after them."""
+    hits: list[dict[str, Any]] = []
+    i = 0
+    while i < len(swaps):
+        start = micros(swaps[i]["at"])
+        cluster = [s for s in swaps[i:] if micros(s["at"]) - start <= 2_000_000]
+        if len(cluster) < 3:
+            i += 1
+            continue
+        tenths = (micros(cluster[-1]["at"]) - start + 50_000) // 100_000
+        callers = ", ".join(dict.fromkeys(s.get("caller") or "?" for s in cluster))
+        detail = STORM_DETAIL.format(n=len(cluster), w=duration_100ms(tenths / 10), callers=callers)
+        hits.append({"name": "burst-swap-storm", "at": swaps[i]["at"], "detail": detail})
+        i += len(cluster)
+    return hits
+
+
+def micros(at: str) -> int:
+    return (datetime.fromisoformat(at) - datetime.fromtimestamp(0, UTC)) // timedelta(microseconds=1)
+
+
 def test_credential_rewrites_show_a_burst_swap_storm(ppz_server: ServerProcess, ppz_home: DaemonHome) -> None:
     h = ppz_home
     k1, k2 = ppz_server.add_key("acme"), ppz_server.add_key("acme")
@@ -123,23 +147,29 @@ def test_credential_rewrites_show_a_burst_swap_storm(ppz_server: ServerProcess, 
     login_swap = epoch([e for e in h.events() if e["type"] == "swap"][-1]["at"])
     time.sleep(max(0.0, login_swap + 2.1 - time.time()))
 
-    for key in (k2, k1, k2):  # each rewrite: swap to nothing, then the connect loop's swap
+    # Each rewrite swaps to nothing, then the connect loop swaps in the new connection. How many
+    # of those swaps fall within 2 s depends on the machine's speed, so the rewrites go on (three
+    # at least) until some three do, and the detector must report exactly the rule's hits.
+    keys = [k2, k1] * 8
+    for n, key in enumerate(keys, start=1):
         rewrite_api_key(h, key)
-    reply = diag_json(h)
-    swaps = [e for e in reply["nats_events"] if e["type"] == "swap" and epoch(e["at"]) > login_swap + 2]
-    assert [e["caller"] for e in swaps] == ["watchState-creds-changed", "ensureNATS"] * 3
-    span = epoch(swaps[-1]["at"]) - epoch(swaps[0]["at"])
-    assert span <= 2.0, "three rewrites took longer than the storm window on this machine"
-    detail = STORM_DETAIL.format(n=6, w=duration_100ms(span), callers="watchState-creds-changed, ensureNATS")
-    assert reply["patterns"] == [{"name": "burst-swap-storm", "at": swaps[0]["at"], "detail": detail}]
+        reply = diag_json(h)
+        swaps = [e for e in reply["nats_events"] if e["type"] == "swap" and epoch(e["at"]) > login_swap + 2]
+        if n >= 3 and storms(swaps):
+            break
+    assert [e["caller"] for e in swaps] == ["watchState-creds-changed", "ensureNATS"] * n
+    expected = storms(swaps)
+    assert expected, f"no three of the swaps of {n} rewrites within 2 s: {swaps}"
+    assert reply["patterns"] == expected
 
     # every swap closed the connection it replaced: those disconnects are not drops
     disconnects = [e for e in reply["nats_events"] if e["type"] == "disconnect"]
     assert len(disconnects) >= 3 and reply["nats_drops_last_hour"] == 0
 
     lines = ok(h, "diagnostics").stdout.splitlines()
-    at = lines.index(f"⚠ burst-swap-storm  {clock(swaps[0]['at'])}")
-    assert lines[at - 1:at + 3] == ["", f"⚠ burst-swap-storm  {clock(swaps[0]['at'])}", "    " + detail, ""]
+    first = expected[0]
+    at = lines.index(f"⚠ burst-swap-storm  {clock(first['at'])}")
+    assert lines[at - 1:at + 3] == ["", f"⚠ burst-swap-storm  {clock(first['at'])}", "    " + first["detail"], ""]
     assert lines[0].endswith("  drops_last_hour=0")
     # --since scans the files, where the same storm is found
     assert diag_json(h, "--since=1h")["patterns"] == reply["patterns"]

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from daemonfixture import DaemonHome, setup_world, wait_for
 from httpproxy import RecordingProxy
-from serverfixture import ServerProcess, free_port
+from serverfixture import ServerProcess
 from tcpproxy import TcpForwarder
 
 from ppz import ipc
@@ -84,7 +84,7 @@ def test_status_reports_the_sessions_handle_and_namespace_logged_out(ppz_server:
 def test_a_read_whose_lookup_stalls_on_a_wedged_connection_gets_its_messages(
         ppz_server: ServerProcess, home_factory: Any) -> None:
     host, nats_port = ppz_server.nats_addr.split(":")
-    proxy = TcpForwarder(free_port(), (host, int(nats_port)))
+    proxy = TcpForwarder(0, (host, int(nats_port)))
     proxy.start()
     try:
         h = home_factory(PPZ_NATS_URL=f"nats://127.0.0.1:{proxy.port}")

@@ -97,6 +97,7 @@ def test_startup_failure_leaves_no_orphan(tmp_path: Path, taken: str) -> None:
     must be stopped; with the NATS port, the child never gets ready."""
     server = ServerProcess(tmp_path / "data")
     with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port is reserved (serverfixture)
         blocker.bind(("127.0.0.1", server.http_port if taken == "http" else server.nats_port))
         blocker.listen()
         proc = server.spawn()

@@ -1,0 +1,57 @@
+"""CursorsActor: the one owner of the cursor files (spec/home.md §2.4, nats.md §8).
+
+Every read-modify-write of ``cursors/<session>.json`` runs in this actor's mailbox, which
+serialises them (no lock). A drain asks where to start (``get``) and seeds or advances with
+an ask, so the file is written before its reply; a follow tells ``Advance`` from its own
+actor, whose flushes are already coalesced (at most every 50 ms under backlog, always before
+its socket closes), and anything that asks later is answered after that write.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from ppz.cursors import CursorEntry
+from ppz.home import CursorStore, Home
+from ppz.messages import Advance
+
+logger = logging.getLogger(__name__)
+
+
+class CursorsActor(pykka.ThreadingActor):
+    """Owns the cursor files; see the module docstring."""
+
+    use_daemon_thread = True
+
+    def __init__(self, *, home_: Home) -> None:
+        super().__init__()
+        self._store = CursorStore(home_)
+
+    def load(self, session: str) -> dict[str, CursorEntry]:
+        """All entries of a session (a fresh dict: the caller may keep it)."""
+        return self._store.load(session)
+
+    def get(self, session: str, key: str) -> CursorEntry | None:
+        return self._store.get(session, key)
+
+    def seed(self, session: str, key: str, seq: int, created: int) -> bool:
+        return self._store.seed(session, key, seq, created)
+
+    def advance(self, session: str, key: str, seq: int, created: int) -> bool:
+        """Advance and report the write; OSError reaches the asking caller."""
+        return self._store.advance(session, key, seq, created)
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Advance(session=session, key=key, seq=seq, created=created):
+                try:
+                    self._store.advance(session, key, seq, created)
+                except OSError as exc:
+                    # The follow's next flush carries a higher or equal sequence and retries.
+                    logger.warning("cursor write for session %s failed: %s", session, exc)
+            case _:
+                logger.warning("CursorsActor: unexpected message %r", message)
+        return None

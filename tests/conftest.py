@@ -5,6 +5,7 @@ Every server started through them is stopped (and, failing that, killed) at tear
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A suite started in the background by a non-interactive shell (`make test &`, CI runners) inherits
+# SIGINT as ignored, and so would every CLI it starts: tests that stop `ppz read --tail` with
+# Ctrl-C then fail. An ignored signal stays ignored across exec, a handled one is reset to the
+# default there, so handling it here gives the children Python's usual KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from serverfixture import ServerProcess  # noqa: E402
 

@@ -596,6 +596,10 @@ class NatsActor(pykka.ThreadingActor):
         if inst is None or not inst.nc.is_connected:
             self._fallback_rebuild()
             return
+        if (inst.exp, inst.gen) == (snap.exp, snap.generation):
+            # Already dialled with this credential (an ensure-NATS rebuild swapped while the
+            # rotation waited out its spacing): rotating would only drop it for nothing.
+            return
         wait = self._last_rotation_at + ROTATE_SPACING - time.monotonic()
         if wait > 0:
             if not self._rotation_pending:

@@ -160,6 +160,13 @@ class RefreshActor(pykka.ThreadingActor):
         match message:
             case RefreshTick(loop_id=loop_id) if loop_id == self._loop_id and self._running:
                 self._timer = None
+                if self._clock() < self._exp - self._lead:
+                    # The timer fired while a refresh-now-if-due refreshed (its tick waited in
+                    # the mailbox behind it): the credential is fresh, refreshing again would
+                    # only rotate twice. Re-arm for the new credential instead.
+                    self._arm(self._exp - self._lead - self._clock())
+                    self._publish()
+                    return None
                 try:
                     self._refresh()
                 except errors.PpzError:

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ import pykka
 import pytest
 
 from ppz import errors
+from ppz.actors import nats as nats_actor
 from ppz.actors.follows import FollowActor
 from ppz.actors.nats import ConnView, classify_dial_error, presence_handle
 from ppz.envelope import new_envelope
 from ppz.errors import PpzError
 from ppz.eventlog import Event
-from ppz.messages import Beat, RecordEvent, RefreshView, Rotate
+from ppz.messages import Beat, RecordEvent, RefreshView, Rotate, RotationDue
 from ppz.published import Published
 from ppz.server import natsjwt
 
@@ -380,6 +382,27 @@ def test_a_burst_of_refreshes_rotates_at_most_twice_and_ends_on_the_newest_crede
     # Not one rotation per request: at most one now and one, after the spacing, to the newest.
     assert exps in ([EXP + 4], [EXP + 2, EXP + 4], [EXP + 3, EXP + 4])
     assert "swap" not in h.types()[2:]
+
+
+def test_a_rotation_that_waited_does_not_redo_what_an_ensure_nats_swap_did(
+    connected: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rotation under load: a refresh came within the spacing of the last rotation, so its
+    # rotation waits; meanwhile the installed credential nears its expiry, and a Send's
+    # ensure-NATS rebuild dials a new connection with the new credential. When the waiting
+    # rotation comes due it must leave that connection alone: rotating it drops it (requests
+    # on it fail over to nothing while it reconnects) for a credential it already has.
+    monkeypatch.setattr(nats_actor, "ROTATE_SPACING", 600.0)  # the spacing's own timer never fires here
+    near_expiry = int(time.time())
+    connected.proxy.actor_ref.tell(Rotate(snapshot=credential(2, near_expiry)))
+    connected.proxy.actor_ref.tell(Rotate(snapshot=credential(3, near_expiry + 300)))
+    connected.proxy.rebuild("ensureNATS").get()
+    assert connected.view().nc_id == nc(2) and connected.view().dialled_gen == 3
+    monkeypatch.setattr(nats_actor, "ROTATE_SPACING", 0.0)
+    connected.proxy.actor_ref.tell(RotationDue())  # what the spacing's timer tells
+    connected.proxy.view().get()  # after the RotationDue in the mailbox
+    assert [(e.nc_id, e.jwt_exp) for e in connected.events("rotate")] == [(nc(1), near_expiry)]
+    assert connected.view().state() == "connected"
 
 
 def test_a_rotate_without_a_connection_falls_back_to_a_rebuild(nats: Harness) -> None:

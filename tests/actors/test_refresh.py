@@ -176,6 +176,19 @@ def test_a_tick_that_belongs_to_no_running_loop_is_ignored(rig: Rig) -> None:
     rig.server.exchange.assert_not_called()
 
 
+def test_a_tick_that_waited_behind_a_refresh_now_if_due_does_not_refresh_again(rig: Rig, clock: Clock) -> None:
+    # The timer fires while a request's refresh-now-if-due refreshes: its tick reaches the
+    # mailbox after that refresh. Refreshing again gave two Rotates a moment apart, and the
+    # second one's rotation, held back by the 2 s spacing, lagged every later one.
+    clock.t = T0 + 270
+    rig.server.exchange.return_value = reply(T0 + 570, T0 + 270, jwt="eyJ.jwt-2")
+    rig.proxy.refresh_now_if_due().get()
+    rig.proxy.actor_ref.ask(RefreshTick(loop_id=1))  # the loop started by the fixture
+    rig.server.exchange.assert_called_once()
+    assert [m.snapshot.generation for m in rig.told_nats(Rotate)] == [2]
+    assert rig.view.timer_armed  # re-armed for the new credential
+
+
 def test_after_stop_refresh_now_if_due_does_nothing(rig: Rig, clock: Clock) -> None:
     rig.proxy.stop_loop().get()
     clock.t = T0 + 1000

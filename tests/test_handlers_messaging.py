@@ -30,13 +30,13 @@ from jsfaults import fail_fetch
 from sharedserver import module_nats  # noqa: F401 - a fixture
 
 from ppz import errors, names, verbs
-from ppz import handlers_messaging as hm
 from ppz import jetstream as js
 from ppz.actors.cursors import CursorsActor
 from ppz.actors.nats import ConnView
 from ppz.actors.state import SessionView, StateView, note_stream_news
 from ppz.aioloop import LoopThread
 from ppz.envelope import new_envelope
+from ppz.handlers import listing, read, send
 from ppz.home import Credentials, CursorStore, Home
 from ppz.messages import Beat, RefreshView
 from ppz.published import Published
@@ -79,7 +79,7 @@ class Rig:
         p = verbs.check_params("Read", {"session": "s", **params})
         conn, peer = socket.socketpair()
         with conn, peer:
-            hm.read(self.sys, p, conn)
+            read.read(self.sys, p, conn)
             conn.shutdown(socket.SHUT_WR)
             data = b""
             while chunk := peer.recv(65536):
@@ -205,12 +205,12 @@ def batch_params(handle: str, pipe: str, payloads_: list[str]) -> dict[str, Any]
 def test_send_stamps_the_heartbeat_cache_only_on_the_heartbeat_pipe(rig: Rig) -> None:
     rig.create("agent", "heartbeat")
     rig.create("agent", "stdout")
-    hm.send(rig.sys, send_params("agent", "stdout", "not a beat"))
+    send.send(rig.sys, send_params("agent", "stdout", "not a beat"))
     assert rig.beats() == []
-    hm.send(rig.sys, send_params("agent", "heartbeat", '{"status":"busy"}'))
+    send.send(rig.sys, send_params("agent", "heartbeat", '{"status":"busy"}'))
     # Now warm: the same on the event loop's fast path.
-    assert rig.run(hm.send_fast(rig.sys, send_params("agent", "stdout", "still not a beat"))) is not None
-    assert rig.run(hm.send_fast(rig.sys, send_params("agent", "heartbeat", '{"status":"idle"}'))) is not None
+    assert rig.run(send.send_fast(rig.sys, send_params("agent", "stdout", "still not a beat"))) is not None
+    assert rig.run(send.send_fast(rig.sys, send_params("agent", "heartbeat", '{"status":"idle"}'))) is not None
     beats = rig.beats()
     assert [(b.handle, b.account_id, b.payload) for b in beats] == [
         ("agent", rig.acct, '{"status":"busy"}'), ("agent", rig.acct, '{"status":"idle"}')]
@@ -219,12 +219,12 @@ def test_send_stamps_the_heartbeat_cache_only_on_the_heartbeat_pipe(rig: Rig) ->
 def test_send_batch_stamps_once_with_its_last_payload(rig: Rig) -> None:
     rig.create("agent", "heartbeat")
     rig.create("agent", "stdout")
-    hm.send_batch(rig.sys, batch_params("agent", "stdout", ["x", "y"]))
+    send.send_batch(rig.sys, batch_params("agent", "stdout", ["x", "y"]))
     assert rig.beats() == []
-    hm.send_batch(rig.sys, batch_params("agent", "heartbeat", ["b1", "b2", "b3"]))
+    send.send_batch(rig.sys, batch_params("agent", "heartbeat", ["b1", "b2", "b3"]))
     assert [b.payload for b in rig.beats()] == ["b3"]
-    assert rig.run(hm.send_batch_fast(rig.sys, batch_params("agent", "heartbeat", ["c1", "c2"]))) is not None
-    assert rig.run(hm.send_batch_fast(rig.sys, batch_params("agent", "stdout", ["z"]))) is not None
+    assert rig.run(send.send_batch_fast(rig.sys, batch_params("agent", "heartbeat", ["c1", "c2"]))) is not None
+    assert rig.run(send.send_batch_fast(rig.sys, batch_params("agent", "stdout", ["z"]))) is not None
     assert [b.payload for b in rig.beats()] == ["b3", "c2"]
 
 
@@ -232,10 +232,10 @@ def test_send_batch_stamps_once_with_its_last_payload(rig: Rig) -> None:
 
 
 def test_preview_strips_csi_turns_newlines_and_tabs_into_spaces_and_keeps_60_characters() -> None:
-    assert hm.preview_of("a\nb\tc\x1b[31mred\x1b[0m\x07!") == "a b cred!"
-    assert hm.preview_of("é" * 100) == "é" * 60
-    assert hm.preview_of("x" * 59 + "\n" + "y" * 10) == "x" * 59 + " "
-    assert hm.preview_of("\x1b[1m" + "z" * 60 + "tail") == "z" * 60
+    assert listing.preview_of("a\nb\tc\x1b[31mred\x1b[0m\x07!") == "a b cred!"
+    assert listing.preview_of("é" * 100) == "é" * 60
+    assert listing.preview_of("x" * 59 + "\n" + "y" * 10) == "x" * 59 + " "
+    assert listing.preview_of("\x1b[1m" + "z" * 60 + "tail") == "z" * 60
 
 
 def info(max_age_ns: int, max_msgs: int = -1, max_bytes: int = -1) -> js.StreamInfo:
@@ -246,19 +246,20 @@ def info(max_age_ns: int, max_msgs: int = -1, max_bytes: int = -1) -> js.StreamI
 @pytest.mark.parametrize(("max_age_ns", "ttl"), [
     (24 * 3600 * 1_000_000_000, 86400), (1_500_000_000, 1), (999_999_999, 0), (0, 0)])
 def test_ttl_seconds_is_the_max_age_truncated_to_whole_seconds(max_age_ns: int, ttl: int) -> None:
-    row = hm.pipe_info(info(max_age_ns), "inbox", None, True, "", None)
+    row = listing.pipe_info(info(max_age_ns), "inbox", None, True, "", None)
     assert row["ttl_seconds"] == ttl
 
 
 def test_unlimited_retention_stays_minus_one_and_only_long_rows_carry_retention() -> None:
-    row = hm.pipe_info(info(0, -1, -1), "inbox", None, True, "", None)
+    row = listing.pipe_info(info(0, -1, -1), "inbox", None, True, "", None)
     assert (row["ttl_seconds"], row["max_msgs"], row["max_bytes"]) == (0, -1, -1)
-    row = hm.pipe_info(info(0, 5000, 1 << 24), "inbox", None, True, "", None)
+    row = listing.pipe_info(info(0, 5000, 1 << 24), "inbox", None, True, "", None)
     assert (row["max_msgs"], row["max_bytes"]) == (5000, 1 << 24)
-    missing = hm.pipe_info(None, "notes", None, True, "", None)
+    missing = listing.pipe_info(None, "notes", None, True, "", None)
     assert (missing["total"], missing["unread"], missing["ttl_seconds"], missing["max_msgs"],
             missing["max_bytes"]) == (0, 0, 0, -1, -1)
-    assert not {"ttl_seconds", "max_msgs", "max_bytes"} & set(hm.pipe_info(info(5), "inbox", None, False, "", None))
+    short = listing.pipe_info(info(5), "inbox", None, False, "", None)
+    assert not {"ttl_seconds", "max_msgs", "max_bytes"} & set(short)
 
 
 # --- behaviour 60: what may wake a ListWatch (pure) ------------------------------------------------------------------
@@ -270,13 +271,13 @@ ACCT = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
 @pytest.mark.parametrize("patterns", [[], ["*"], ["%.*"], ["_presence.*"], ["agent"], ["*.agent"]])
 def test_presence_subjects_never_wake_a_watch(patterns: list[str]) -> None:
     for subject in (f"{ACCT}._presence.agent", f"{ACCT}._presence.team-a.agent", f"{ACCT}._system.acl"):
-        assert not hm.subject_could_match(ACCT, subject, patterns), (subject, patterns)
+        assert not listing.subject_could_match(ACCT, subject, patterns), (subject, patterns)
 
 
 def test_matching_subjects_wake_a_watch() -> None:
-    assert hm.subject_could_match(ACCT, f"{ACCT}.bob.inbox", [])
-    assert hm.subject_could_match(ACCT, f"{ACCT}.bob.inbox", ["bob.inbox"])
-    assert hm.subject_could_match(ACCT, f"{ACCT}.team-a.room", ["team-a.room"])
-    assert hm.subject_could_match(ACCT, f"{ACCT}.team-a.bob.inbox", ["bob.*"])
-    assert not hm.subject_could_match(ACCT, f"{ACCT}.bob.inbox", ["alice.*"])
-    assert not hm.subject_could_match(ACCT, f"{'1' * 8}-0000-4000-8000-{'0' * 12}.bob.inbox", [])
+    assert listing.subject_could_match(ACCT, f"{ACCT}.bob.inbox", [])
+    assert listing.subject_could_match(ACCT, f"{ACCT}.bob.inbox", ["bob.inbox"])
+    assert listing.subject_could_match(ACCT, f"{ACCT}.team-a.room", ["team-a.room"])
+    assert listing.subject_could_match(ACCT, f"{ACCT}.team-a.bob.inbox", ["bob.*"])
+    assert not listing.subject_could_match(ACCT, f"{ACCT}.bob.inbox", ["alice.*"])
+    assert not listing.subject_could_match(ACCT, f"{'1' * 8}-0000-4000-8000-{'0' * 12}.bob.inbox", [])

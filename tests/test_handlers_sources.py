@@ -16,7 +16,7 @@ import pytest
 from ppz import errors
 from ppz.actors.nats import ConnView
 from ppz.actors.state import StateActor, StateView
-from ppz.handlers_sources import complete
+from ppz.handlers.sources import complete
 from ppz.home import Credentials, Home, load_state
 from ppz.messages import RefreshView
 from ppz.published import Published

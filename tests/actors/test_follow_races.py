@@ -31,7 +31,7 @@ from ppz.actors.cursors import CursorsActor
 from ppz.actors.follows import FollowsActor
 from ppz.actors.state import SessionView, StateView
 from ppz.envelope import new_envelope
-from ppz.handlers_messaging import read
+from ppz.handlers.read import read
 from ppz.home import Credentials, Home
 from ppz.messages import RefreshView
 from ppz.published import Published

@@ -14,7 +14,7 @@ from typing import Any
 
 from ppz import errors, names
 from ppz.actors.state import CompletionFlight, SessionView
-from ppz.handlers_messaging import tell_streams
+from ppz.handlers.target import tell_streams
 from ppz.messages import StreamsForgotten
 from ppz.serverclient import PipeSpec
 from ppz.system import System, list_sources

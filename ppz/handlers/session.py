@@ -1,31 +1,20 @@
-"""IPC verb handlers (spec/ipc.md §7) and the dispatch table.
-
-Each handler takes the :class:`System` and the typed params and returns the ``result``
-object, or raises ``PpzError``. Streaming handlers (``Read``) also get the connection and
-write their own events. Handlers run on the connection's thread.
-"""
+"""Status, Login and Logout (spec/ipc.md §7.1–7.3)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ppz import errors, handlers_messaging, handlers_sources
-from ppz.eventlog import count_on_disk, detect_patterns, drops_last_hour, events_since, state_since
+from ppz import errors
+from ppz.eventlog import state_since
 from ppz.home import Credentials
 from ppz.system import System, list_sources
 from ppz.timestamps import format_rfc3339
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[System, dict[str, Any]], dict[str, Any]]
-StreamHandler = Callable[[System, dict[str, Any], socket.socket], None]
 
 
 # --- Status (ipc.md §7.1) -----------------------------------------------------------------------
@@ -157,76 +146,3 @@ def logout(sys: System, p: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise errors.PpzError(errors.E_INTERNAL, "; ".join(problems))
     return {}
-
-
-# --- Diag and Who (ipc.md §7.19, §7.20) ------------------------------------------------------------
-
-
-def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    """Works logged out and without NATS: everything comes from memory and the log files."""
-    ring = sys.nats.events().get()
-    since_unix = p["since_unix"]
-    events = events_since(sys.home.events, float(since_unix)) if since_unix > 0 else ring
-    view = sys.nats_box.value
-    nats_state = view.state()
-    summary: dict[str, Any] = {}
-    if nats_state:
-        summary["state"] = nats_state
-        since = state_since(ring, nats_state)
-        if since is not None:
-            summary["state_since"] = since.at
-    if view.url:
-        summary["url"] = view.url
-    refresh = sys.refresh_box.value
-    if refresh.last_refresh_at:
-        summary["refresh_last_at"] = format_rfc3339(refresh.last_refresh_at)
-    if refresh.exchanged and refresh.exp:
-        summary["refresh_next_due_at"] = format_rfc3339(refresh.exp - refresh.lead)
-    reply: dict[str, Any] = {
-        "summary": summary,
-        "patterns": detect_patterns(events),
-        "nats_drops_last_hour": drops_last_hour(ring, time.time()),
-        "nats_events": [e.to_json() for e in events],
-        "on_disk_count": count_on_disk(sys.home.events),
-    }
-    if nats_state:
-        reply["nats_state"] = nats_state
-    return reply
-
-
-def who(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    creds = sys.creds()
-    if creds is None or not creds.account_id:
-        return {"entries": []}
-    rows = sys.heartbeats.snapshot(creds.account_id).get()
-    owners: dict[str, str] = {}
-    if rows:
-        try:
-            owners = {s.handle: s.created_by for s in list_sources(sys, creds)}
-        except errors.PpzError:
-            owners = {}
-    entries = []
-    for row in rows:
-        entry: dict[str, Any] = {"handle": row.handle}
-        if owners.get(row.handle):
-            entry["owner"] = owners[row.handle]
-        entry["payload"] = row.payload
-        entry["arrived_at"] = format_rfc3339(row.arrived_at, micro=True)
-        entries.append(entry)
-    return {"entries": entries}
-
-
-HANDLERS: dict[str, Handler] = {
-    "Status": status,
-    "Login": login,
-    "Logout": logout,
-    "Diag": diag,
-    "Who": who,
-    **handlers_sources.HANDLERS,
-    **handlers_messaging.HANDLERS,
-}
-
-STREAM_HANDLERS: dict[str, StreamHandler] = {**handlers_messaging.STREAM_HANDLERS}
-
-# Handlers that run on the event loop and answer when a warm path applies (else None).
-FAST_HANDLERS: dict[str, Any] = {**handlers_messaging.FAST_HANDLERS}

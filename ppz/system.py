@@ -55,10 +55,10 @@ class System:
         return creds
 
 
-def fresh_connection(sys: System) -> ConnView | None:
+def fresh_connection(system: System) -> ConnView | None:
     """The installed connection when ensure-NATS would be a no-op, read without any ask."""
-    refresh = sys.refresh_box.value
-    view = sys.nats_box.value
+    refresh = system.refresh_box.value
+    view = system.nats_box.value
     nc = view.nc
     if (
         nc is not None
@@ -71,41 +71,41 @@ def fresh_connection(sys: System) -> ConnView | None:
     return None
 
 
-def ensure_nats(sys: System) -> ConnView:
+def ensure_nats(system: System) -> ConnView:
     """daemon.md §4: credential → bootstrap (cold exchange or refresh-if-due) → rebuild.
 
     Returns the connection view (whose ``nc`` may be None when the server gave no NATS URL);
     raises the typed error unchanged, anything untyped as ``E_NATS_UNREACHABLE``.
     """
-    creds = sys.require_login()
-    view = fresh_connection(sys)
+    creds = system.require_login()
+    view = fresh_connection(system)
     if view is not None:
         return view
     try:
-        sys.refresh.bootstrap(creds).get()
-        sys.nats.rebuild("ensureNATS").get()
+        system.refresh.bootstrap(creds).get()
+        system.nats.rebuild("ensureNATS").get()
     except errors.PpzError:
         raise
     except Exception as exc:  # noqa: BLE001 - untyped failures become E_NATS_UNREACHABLE
         logger.warning("ensure-NATS failed: %s", exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
-    return sys.nats_box.value
+    return system.nats_box.value
 
 
-def require_connection(sys: System) -> ConnView:
+def require_connection(system: System) -> ConnView:
     """"Requires NATS": ensure-NATS, then insist on an installed connection."""
-    view = ensure_nats(sys)
+    view = ensure_nats(system)
     if view.nc is None:
         raise view.unusable()
     return view
 
 
-def connect_attempt(sys: System) -> bool:
+def connect_attempt(system: System) -> bool:
     """One round of the background connect loop; True ends the loop (daemon.md §5.5)."""
-    if sys.creds() is None:
+    if system.creds() is None:
         return True
     try:
-        view = ensure_nats(sys)
+        view = ensure_nats(system)
     except errors.PpzError as exc:
         if exc.code in (errors.E_INVALID_API_KEY, errors.E_NOT_LOGGED_IN):
             return True
@@ -114,9 +114,9 @@ def connect_attempt(sys: System) -> bool:
     return not view.url or view.state() == "connected"
 
 
-def list_sources(sys: System, creds: Credentials) -> list[SourceInfo]:
+def list_sources(system: System, creds: Credentials) -> list[SourceInfo]:
     """``GET /api/v1/sources``; a success replaces the three source caches (ipc.md §6)."""
-    sources = sys.server.list_sources(creds)
-    sys.state.actor_ref.tell(SourcesListed(sources=tuple(sources),
+    sources = system.server.list_sources(creds)
+    system.state.actor_ref.tell(SourcesListed(sources=tuple(sources),
                                            identity=(creds.url, creds.api_key, creds.account_id)))
     return sources

@@ -13,12 +13,12 @@ from ppz.timestamps import format_rfc3339
 # --- Diag and Who (ipc.md §7.19, §7.20) ------------------------------------------------------------
 
 
-def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+def diag(system: System, p: dict[str, Any]) -> dict[str, Any]:
     """Works logged out and without NATS: everything comes from memory and the log files."""
-    ring = sys.nats.events().get()
+    ring = system.nats.events().get()
     since_unix = p["since_unix"]
-    events = events_since(sys.home.events, float(since_unix)) if since_unix > 0 else ring
-    view = sys.nats_box.value
+    events = events_since(system.home.events, float(since_unix)) if since_unix > 0 else ring
+    view = system.nats_box.value
     nats_state = view.state()
     summary: dict[str, Any] = {}
     if nats_state:
@@ -28,7 +28,7 @@ def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
             summary["state_since"] = since.at
     if view.url:
         summary["url"] = view.url
-    refresh = sys.refresh_box.value
+    refresh = system.refresh_box.value
     if refresh.last_refresh_at:
         summary["refresh_last_at"] = format_rfc3339(refresh.last_refresh_at)
     if refresh.exchanged and refresh.exp:
@@ -38,22 +38,22 @@ def diag(sys: System, p: dict[str, Any]) -> dict[str, Any]:
         "patterns": detect_patterns(events),
         "nats_drops_last_hour": drops_last_hour(ring, time.time()),
         "nats_events": [e.to_json() for e in events],
-        "on_disk_count": count_on_disk(sys.home.events),
+        "on_disk_count": count_on_disk(system.home.events),
     }
     if nats_state:
         reply["nats_state"] = nats_state
     return reply
 
 
-def who(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    creds = sys.creds()
+def who(system: System, p: dict[str, Any]) -> dict[str, Any]:
+    creds = system.creds()
     if creds is None or not creds.account_id:
         return {"entries": []}
-    rows = sys.heartbeats.snapshot(creds.account_id).get()
+    rows = system.heartbeats.snapshot(creds.account_id).get()
     owners: dict[str, str] = {}
     if rows:
         try:
-            owners = {s.handle: s.created_by for s in list_sources(sys, creds)}
+            owners = {s.handle: s.created_by for s in list_sources(system, creds)}
         except errors.PpzError:
             owners = {}
     entries = []

@@ -67,12 +67,12 @@ def pattern_match(patterns: list[str], name: str) -> bool:
     return not patterns or any(glob_match(pat, name) for pat in patterns)
 
 
-def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) -> dict[str, Any]:
-    acct = account_of(sys)
-    creds = sys.require_login()
-    sources = list_sources(sys, creds)
+def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = None) -> dict[str, Any]:
+    acct = account_of(system)
+    creds = system.require_login()
+    sources = list_sources(system, creds)
     if view is None:
-        view = require_connection(sys)
+        view = require_connection(system)
     nc = view.nc
     if nc is None:
         raise view.unusable()
@@ -80,10 +80,10 @@ def list_snapshot(sys: System, p: dict[str, Any], view: ConnView | None = None) 
         streams = {s.name: s for s in view.run(js.list_streams(nc, names.account_wildcard(acct)))}
     except js.JsError:
         raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
-    pipes = sys.server.list_pipes(creds)
+    pipes = system.server.list_pipes(creds)
     patterns: list[str] = p["patterns"]
     long = p["long"]
-    entries = sys.cursors.load(session_key(p["session"])).get()
+    entries = system.cursors.load(session_key(p["session"])).get()
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
     wanted: dict[str, int] = {}
     src_rows: list[tuple[Any, list[tuple[str, str, str]]]] = []
@@ -165,8 +165,8 @@ def fetch_last_payloads(view: ConnView, wanted: dict[str, int]) -> dict[str, str
     return view.run(fetch_all(), js.API_TIMEOUT * 2)
 
 
-def list_(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    return list_snapshot(sys, p)
+def list_(system: System, p: dict[str, Any]) -> dict[str, Any]:
+    return list_snapshot(system, p)
 
 
 def any_unread(reply: dict[str, Any]) -> bool:
@@ -195,10 +195,10 @@ def subject_could_match(acct: str, subject: str, patterns: list[str]) -> bool:
     return any(pattern_match(patterns, c) for c in candidates)
 
 
-def list_watch(sys: System, p: dict[str, Any], conn: socket.socket) -> None:
+def list_watch(system: System, p: dict[str, Any], conn: socket.socket) -> None:
     """A wait call: one List reply once something matching is unread (or an error)."""
     try:
-        reply = _list_watch(sys, p, conn)
+        reply = _list_watch(system, p, conn)
     except errors.PpzError as exc:
         reply = encode_error(exc)
     if reply is None:
@@ -209,9 +209,9 @@ def list_watch(sys: System, p: dict[str, Any], conn: socket.socket) -> None:
         pass
 
 
-def _list_watch(sys: System, p: dict[str, Any], conn: socket.socket) -> bytes | None:
-    acct = account_of(sys)
-    view = require_connection(sys)
+def _list_watch(system: System, p: dict[str, Any], conn: socket.socket) -> bytes | None:
+    acct = account_of(system)
+    view = require_connection(system)
     wake = threading.Event()
     patterns: list[str] = p["patterns"]
     watch_id = uuid.uuid4().hex
@@ -220,24 +220,24 @@ def _list_watch(sys: System, p: dict[str, Any], conn: socket.socket) -> bytes | 
         if subject_could_match(acct, subject, patterns):
             wake.set()
 
-    sys.nats.arm_watch(watch_id, acct, on_subject, wake.set).get()
+    system.nats.arm_watch(watch_id, acct, on_subject, wake.set).get()
     try:
-        snapshot = list_snapshot(sys, p, view)
+        snapshot = list_snapshot(system, p, view)
         while not any_unread(snapshot):
             while not wake.wait(0.2):
                 if client_gone(conn):
                     return None
-                if sys.creds() is None:
+                if system.creds() is None:
                     raise errors.PpzError(errors.E_NOT_LOGGED_IN)  # logged out, connection or not
             wake.clear()
             if client_gone(conn):
                 return None
-            if sys.creds() is None:
+            if system.creds() is None:
                 raise errors.PpzError(errors.E_NOT_LOGGED_IN)
-            snapshot = list_snapshot(sys, p)
+            snapshot = list_snapshot(system, p)
         return encode_result(snapshot)
     finally:
-        sys.nats.disarm_watch(watch_id)
+        system.nats.disarm_watch(watch_id)
 
 
 def client_gone(conn: socket.socket) -> bool:

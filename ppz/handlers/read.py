@@ -53,13 +53,13 @@ def wants_receipt(env: Envelope) -> bool:
     return env.ack_requested and bool(env.sender) and not env.subject.startswith("ack:")
 
 
-def send_receipts(sys: System, view: ConnView, acct: str, reader: str, envs: list[Envelope]) -> None:
+def send_receipts(system: System, view: ConnView, acct: str, reader: str, envs: list[Envelope]) -> None:
     """Publish ``ack:read`` receipts asynchronously, in order, each with its own PubAck wait."""
     wanted = [env for env in envs if wants_receipt(env)]
     if not wanted or view.nc is None or view.loop_thread is None:
         return
     nc = view.nc
-    manifolds = sys.state_box.value.manifolds
+    manifolds = system.state_box.value.manifolds
     targets = [(names.subject(acct, manifolds.get(env.sender, ""), env.sender, "inbox"), env.id)
                for env in wanted]
 
@@ -126,10 +126,10 @@ class ReadPlan:
     uncollared: bool
 
 
-def plan_read(sys: System, p: dict[str, Any]) -> ReadPlan:
+def plan_read(system: System, p: dict[str, Any]) -> ReadPlan:
     """Steps 1–2: login gate and target checks (no NATS yet)."""
-    acct = account_of(sys)
-    session = sys.state.session(p["session"]).get()
+    acct = account_of(system)
+    session = system.state.session(p["session"]).get()
     bare = p["bare_target"]
     if bare:
         if not names.valid_pipe(bare):
@@ -146,17 +146,17 @@ def plan_read(sys: System, p: dict[str, Any]) -> ReadPlan:
         raise errors.PpzError(errors.E_INVALID_PIPE)
     if not names.valid_handle(handle):
         raise errors.invalid_handle(handle)
-    creds = sys.require_login()
-    if handle not in {s.handle for s in list_sources(sys, creds)}:
+    creds = system.require_login()
+    if handle not in {s.handle for s in list_sources(system, creds)}:
         raise errors.source_not_found(handle)
-    manifold = sys.state.manifold(handle).get()
+    manifold = system.state.manifold(handle).get()
     return ReadPlan(acct=acct, stream=names.stream_name(acct, manifold, handle, pipe),
                     subject=names.subject(acct, manifold, handle, pipe), handle=handle, pipe=pipe,
                     manifold=manifold, cursor_key=names.cursor_key(acct, manifold, handle, pipe),
                     uncollared=False)
 
 
-def lookup_stream(sys: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView, js.StreamInfo]:
+def lookup_stream(system: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView, js.StreamInfo]:
     """Step 5, with one retry after a transport failure: after a timeout the retry waits for
     the failure report's outcome (a stalled connection is closed by then), then ensure-NATS
     hands it the installed connection, rebuilt if need be."""
@@ -167,17 +167,17 @@ def lookup_stream(sys: System, view: ConnView, plan: ReadPlan) -> tuple[ConnView
             return view, view.run(js.stream_info(view.client, plan.stream))
         except js.JsError as exc:
             if exc.kind != js.TRANSPORT or attempt == 2:
-                raise lookup_error(sys, view, exc, not_found) from None  # a timeout also reports
+                raise lookup_error(system, view, exc, not_found) from None  # a timeout also reports
             if exc.timeout:
-                await_failure_report(sys, f"stream lookup: {exc.text}")
-            view = require_connection(sys)
+                await_failure_report(system, f"stream lookup: {exc.text}")
+            view = require_connection(system)
     raise errors.PpzError(errors.E_NATS_UNREACHABLE)
 
 
-def await_failure_report(sys: System, cause: str) -> None:
+def await_failure_report(system: System, cause: str) -> None:
     """Run the failure report (daemon.md §6) and wait for its outcome: the probe's verdict and,
     when it failed, the stalled connection closed."""
-    outcome = sys.nats.report_failure(cause).get()
+    outcome = system.nats.report_failure(cause).get()
     try:
         outcome.result(timeout=REPORT_WAIT)
     except TimeoutError:
@@ -212,11 +212,11 @@ def stdout_meta(view: ConnView, plan: ReadPlan) -> dict[str, int] | None:
     return {"cols": min(cols, META_CLAMP), "rows": min(rows, META_CLAMP)}
 
 
-def read(sys: System, p: dict[str, Any], conn: socket.socket) -> None:
+def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
     out = ReadWriter(conn)
     follow_ref = None
     try:
-        follow_ref = _read(sys, p, conn, out)
+        follow_ref = _read(system, p, conn, out)
     except errors.PpzError as exc:
         if not out.gone:
             try:
@@ -225,21 +225,21 @@ def read(sys: System, p: dict[str, Any], conn: socket.socket) -> None:
                 pass
     finally:
         if follow_ref is not None:
-            sys.follows.unregister(conn)
+            system.follows.unregister(conn)
 
 
-def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) -> Any:
-    plan = plan_read(sys, p)
-    view = require_connection(sys)
+def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) -> Any:
+    plan = plan_read(system, p)
+    view = require_connection(system)
     follow = p["follow"]
-    follow_ref = sys.follows.register(conn).get() if follow else None
-    view, info = lookup_stream(sys, view, plan)
+    follow_ref = system.follows.register(conn).get() if follow else None
+    view, info = lookup_stream(system, view, plan)
     meta = stdout_meta(view, plan)
     if meta is not None:
         out.event("meta", meta)
     session = session_key(p["session"])
     advancing = not (p["all"] or p["no_advance"])
-    cursors = sys.cursors
+    cursors = system.cursors
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
     start = first
     if not p["all"]:
@@ -292,7 +292,7 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
         remaining = last - max(seq for seq, _ in kept)
         if remaining > 0:
             out.event("more_unread", remaining)
-    reader = p["sender"] or sys.state_box.value.session(session).current
+    reader = p["sender"] or system.state_box.value.session(session).current
     if advancing:
         top = max([seq for seq, _ in kept] + [undecodable_top])
         if emitted[written:]:
@@ -301,20 +301,20 @@ def _read(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) 
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
             cursors.advance(session, plan.cursor_key, top, created).get()
-            send_receipts(sys, view, plan.acct, reader, [env for _, env in emitted[:written]])
+            send_receipts(system, view, plan.acct, reader, [env for _, env in emitted[:written]])
     if not follow or out.gone:
         return follow_ref
-    _follow(sys, p, conn, out, view, plan, last, created, advancing, reader, follow_ref)
+    _follow(system, p, conn, out, view, plan, last, created, advancing, reader, follow_ref)
     return follow_ref
 
 
-def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
+def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
             plan: ReadPlan, last: int, created: int, advancing: bool, reader: str, follow_ref: Any) -> None:
     """Step 12: an ordered consumer from L + 1 until the client goes away or a swap evicts us."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     session = session_key(p["session"])
-    cursors = sys.cursors.actor_ref
+    cursors = system.cursors.actor_ref
 
     noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
 
@@ -327,7 +327,7 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
         if advancing:
             noted[0] = max(noted[0], seq)
             if env is not None:
-                send_receipts(sys, view, plan.acct, reader, [env])
+                send_receipts(system, view, plan.acct, reader, [env])
 
     def flush() -> None:
         if noted[0] > noted[1]:
@@ -369,7 +369,7 @@ def _follow(sys: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter
         err = js.classify(exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE if err.kind == js.TRANSPORT else errors.E_INVALID_PIPE) \
             from None
-    if not sys.nats_box.value.serves(view.nc_id):
+    if not system.nats_box.value.serves(view.nc_id):
         # Swapped out since this Read took its connection, by a swap whose broadcast came before
         # the follow registered: nothing closes this follow, and its connection closes shortly.
         logger.info("follow of %s opened on swapped-out %s; ending it for a redial", plan.stream, view.nc_id)

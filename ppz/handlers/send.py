@@ -30,13 +30,13 @@ def test_clock() -> str | None:
     return os.environ.get("PPZ_TEST_CLOCK") or None
 
 
-def stamp_heartbeat(sys: System, target: Target, payload: str) -> None:
+def stamp_heartbeat(system: System, target: Target, payload: str) -> None:
     if target.pipe == "heartbeat" and target.handle:
-        sys.heartbeats.actor_ref.tell(Beat(handle=target.handle, account_id=target.acct, payload=payload,
+        system.heartbeats.actor_ref.tell(Beat(handle=target.handle, account_id=target.acct, payload=payload,
                                            arrived_at=time.time()))
 
 
-def publish_with_failover(sys: System, view: ConnView, publish: Callable[[Any], Any]) -> None:
+def publish_with_failover(system: System, view: ConnView, publish: Callable[[Any], Any]) -> None:
     """Publish on ``view``'s connection; if that connection was swapped out meanwhile, publish
     once more on the new one. The envelope ids are unchanged, so JetStream's duplicate window
     stores a message that made it both times only once."""
@@ -46,21 +46,21 @@ def publish_with_failover(sys: System, view: ConnView, publish: Callable[[Any], 
     except errors.PpzError as exc:
         if exc.code not in (errors.E_NATS_UNREACHABLE, errors.E_DELIVERY_UNCONFIRMED):
             raise
-        current = sys.nats_box.value
+        current = system.nats_box.value
         if current.nc is None or current.nc is view.nc or not current.nc.is_connected:
             raise
     current.run(publish(current.client), js.PUBACK_WAIT + 2.0)
 
 
-def send(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+def send(system: System, p: dict[str, Any]) -> dict[str, Any]:
     check_send(p)
-    target = resolve_target(sys, p)
+    target = resolve_target(system, p)
     env = new_envelope(sender=target.sender, subject=p["msg_subject"], payload=p["payload"],
                        in_reply_to=p["in_reply_to"], ack_requested=p["ack_requested"],
                        priority=p["priority"], test_clock=test_clock())
     data = encode_checked(env)
-    publish_with_failover(sys, target.view, lambda nc: js.publish(nc, target.subject, data, env.id))
-    stamp_heartbeat(sys, target, p["payload"])
+    publish_with_failover(system, target.view, lambda nc: js.publish(nc, target.subject, data, env.id))
+    stamp_heartbeat(system, target, p["payload"])
     return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}
 
 
@@ -72,10 +72,10 @@ def check_send(p: dict[str, Any]) -> None:
         raise errors.PpzError(errors.E_INVALID_SUBJECT)
 
 
-async def send_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
+async def send_fast(system: System, p: dict[str, Any]) -> dict[str, Any] | None:
     """Send on the event loop, when the warm path applies (see ``warm_target``)."""
     check_send(p)
-    target = warm_target(sys, p)
+    target = warm_target(system, p)
     if target is None:
         return None
     env = new_envelope(sender=target.sender, subject=p["msg_subject"], payload=p["payload"],
@@ -85,9 +85,9 @@ async def send_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
     try:
         await js.publish(target.view.client, target.subject, data, env.id, no_stream_fast=True)
     except js.NoStream:
-        tell_streams(sys, StreamGone(nc_id=target.view.nc_id, stream=target.stream))
+        tell_streams(system, StreamGone(nc_id=target.view.nc_id, stream=target.stream))
         return None  # the full path looks the stream up again (and publishes, same id)
-    stamp_heartbeat(sys, target, p["payload"])
+    stamp_heartbeat(system, target, p["payload"])
     return {"id": env.id, "subject": target.subject, "bytes": payload_bytes(p["payload"])}
 
 
@@ -110,28 +110,28 @@ def batch_reply(target: Target, envs: list[Envelope], payloads: list[str]) -> di
     }
 
 
-async def send_batch_fast(sys: System, p: dict[str, Any]) -> dict[str, Any] | None:
+async def send_batch_fast(system: System, p: dict[str, Any]) -> dict[str, Any] | None:
     """SendBatch on the event loop, when the warm path applies (see ``warm_target``)."""
     payloads: list[str] = p["payloads"]
     if not payloads:
         return {"ids": [], "subject": "", "bytes": []}
-    target = warm_target(sys, {**p, "sender": ""})
+    target = warm_target(system, {**p, "sender": ""})
     if target is None:
         return None
     envs = batch_envelopes(target.sender, payloads)
     items = [(encode_checked(env), env.id) for env in envs]
     await js.publish_batch(target.view.client, target.subject, items)
-    stamp_heartbeat(sys, target, payloads[-1])
+    stamp_heartbeat(system, target, payloads[-1])
     return batch_reply(target, envs, payloads)
 
 
-def send_batch(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+def send_batch(system: System, p: dict[str, Any]) -> dict[str, Any]:
     payloads: list[str] = p["payloads"]
     if not payloads:
         return {"ids": [], "subject": "", "bytes": []}
-    target = resolve_target(sys, p)
+    target = resolve_target(system, p)
     envs = batch_envelopes(target.sender, payloads)
     items = [(encode_checked(env), env.id) for env in envs]
-    publish_with_failover(sys, target.view, lambda nc: js.publish_batch(nc, target.subject, items))
-    stamp_heartbeat(sys, target, payloads[-1])
+    publish_with_failover(system, target.view, lambda nc: js.publish_batch(nc, target.subject, items))
+    stamp_heartbeat(system, target, payloads[-1])
     return batch_reply(target, envs, payloads)

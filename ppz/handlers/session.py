@@ -20,14 +20,14 @@ logger = logging.getLogger(__name__)
 # --- Status (ipc.md §7.1) -----------------------------------------------------------------------
 
 
-def status(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    view = sys.state_box.value
+def status(system: System, p: dict[str, Any]) -> dict[str, Any]:
+    view = system.state_box.value
     creds = view.creds
     reply: dict[str, Any] = {
-        "daemon_pid": sys.pid,
-        "daemon_version": sys.version,
+        "daemon_pid": system.pid,
+        "daemon_version": system.version,
         "logged_in": creds is not None,
-        "current_path": os.path.abspath(sys.home.current_json),
+        "current_path": os.path.abspath(system.home.current_json),
     }
     if creds is not None:
         for key in ("url", "account_id", "account_name"):
@@ -36,31 +36,31 @@ def status(sys: System, p: dict[str, Any]) -> dict[str, Any]:
         reply["key_prefix"] = creds.key_prefix
         login_check = view.login_check
         if not login_check:
-            login_check = LOGIN_PROBES.outcome_within(sys, creds, LOGIN_PROBE_HOLD)
+            login_check = LOGIN_PROBES.outcome_within(system, creds, LOGIN_PROBE_HOLD)
         if login_check:
             reply["login_check"] = login_check
-        refreshed = sys.refresh_box.value.last_refresh_at
+        refreshed = system.refresh_box.value.last_refresh_at
         if refreshed:
             reply["last_token_refresh_at"] = format_rfc3339(refreshed)
-    session = sys.state.session(p["session"]).get()  # set or not, logged in or not
+    session = system.state.session(p["session"]).get()  # set or not, logged in or not
     if session.current:
         reply["current"] = session.current
     if session.namespace:
         reply["current_namespace"] = session.namespace
-    nats_state = sys.nats_box.value.state()
+    nats_state = system.nats_box.value.state()
     if nats_state:
         reply["nats_state"] = nats_state
-        since = state_since(sys.nats.events().get(), nats_state)
+        since = state_since(system.nats.events().get(), nats_state)
         if since is not None:
             reply["nats_state_since"] = since.at
             reply["nats_state_entry"] = since.type
     return reply
 
 
-def probe_login(sys: System, creds: Credentials) -> str:
+def probe_login(system: System, creds: Credentials) -> str:
     """Status's login probe: ``ok``, ``invalid``, or "" when the server could not say."""
     try:
-        list_sources(sys, creds)
+        list_sources(system, creds)
     except errors.PpzError as exc:
         return "invalid" if exc.code == errors.E_INVALID_API_KEY else ""
     return "ok"
@@ -79,25 +79,25 @@ class LoginProbes:
     def __init__(self) -> None:
         self._flights: dict[int, Future[str]] = {}
 
-    def outcome_within(self, sys: System, creds: Credentials, hold: float) -> str:
+    def outcome_within(self, system: System, creds: Credentials, hold: float) -> str:
         """The probe's outcome if it comes within ``hold`` seconds, else "" (unverified)."""
         mine: Future[str] = Future()
-        flight = self._flights.setdefault(id(sys), mine)
+        flight = self._flights.setdefault(id(system), mine)
         if flight is mine:
-            threading.Thread(target=self._probe, args=(sys, creds, mine), name="ppz-login-probe",
+            threading.Thread(target=self._probe, args=(system, creds, mine), name="ppz-login-probe",
                              daemon=True).start()
         try:
             return flight.result(timeout=hold)
         except TimeoutError:
             return ""
 
-    def _probe(self, sys: System, creds: Credentials, flight: Future[str]) -> None:
+    def _probe(self, system: System, creds: Credentials, flight: Future[str]) -> None:
         try:
-            outcome = probe_login(sys, creds)
+            outcome = probe_login(system, creds)
         except Exception:  # noqa: BLE001 - an unexpected failure leaves the check unverified
             logger.exception("login check probe failed")
             outcome = ""
-        self._flights.pop(id(sys), None)
+        self._flights.pop(id(system), None)
         flight.set_result(outcome)
 
 
@@ -112,9 +112,9 @@ def key_prefix(api_key: str) -> str:
     return Credentials(url="", api_key=api_key).key_prefix
 
 
-def login(sys: System, p: dict[str, Any]) -> dict[str, Any]:
+def login(system: System, p: dict[str, Any]) -> dict[str, Any]:
     url, api_key = p["url"], p["api_key"]
-    reply = sys.server.exchange(url, api_key, p["account_id"])  # any failure: nothing touched
+    reply = system.server.exchange(url, api_key, p["account_id"])  # any failure: nothing touched
     creds = Credentials(
         url=url,
         api_key=api_key,
@@ -123,26 +123,26 @@ def login(sys: System, p: dict[str, Any]) -> dict[str, Any]:
         nats_user_jwt=reply.nats_user_jwt,
         nats_user_seed=reply.nats_user_seed,
     )
-    previous_account = sys.state.install_login(creds).get()
-    sys.nats.set_target(reply.nats_url, reply.account_id).get()
-    sys.refresh.start_loop(creds, reply).get()
+    previous_account = system.state.install_login(creds).get()
+    system.nats.set_target(reply.nats_url, reply.account_id).get()
+    system.refresh.start_loop(creds, reply).get()
     try:
-        sys.nats.rebuild("handleLogin").get()
+        system.nats.rebuild("handleLogin").get()
     except errors.PpzError as exc:
         logger.warning("login: NATS dial failed (%s); connecting in the background", exc.message)
-        sys.nats.swap_to_nothing("handleLogin").get()
-        sys.kick_connect()
+        system.nats.swap_to_nothing("handleLogin").get()
+        system.kick_connect()
     if previous_account and previous_account != reply.account_id:
-        sys.heartbeats.drop_other_accounts(reply.account_id).get()
+        system.heartbeats.drop_other_accounts(reply.account_id).get()
     return {"url": url, "key_prefix": creds.key_prefix, "account_id": reply.account_id}
 
 
-def logout(sys: System, p: dict[str, Any]) -> dict[str, Any]:
-    sys.refresh.stop_loop().get()
-    sys.nats.forget().get()
-    problems = sys.state.logout().get()
-    sys.heartbeats.clear().get()
-    sys.nats.swap_to_nothing("handleLogout").get()
+def logout(system: System, p: dict[str, Any]) -> dict[str, Any]:
+    system.refresh.stop_loop().get()
+    system.nats.forget().get()
+    problems = system.state.logout().get()
+    system.heartbeats.clear().get()
+    system.nats.swap_to_nothing("handleLogout").get()
     if problems:
         raise errors.PpzError(errors.E_INTERNAL, "; ".join(problems))
     return {}

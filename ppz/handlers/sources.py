@@ -36,8 +36,8 @@ def _stale() -> Reply:
 # --- shared pieces --------------------------------------------------------------------------------
 
 
-def _session(sys: System, p: dict[str, Any]) -> SessionView:
-    return sys.state.session(p["session"]).get()
+def _session(system: System, p: dict[str, Any]) -> SessionView:
+    return system.state.session(p["session"]).get()
 
 
 def _checked_handle(handle: str) -> str:
@@ -59,11 +59,11 @@ def _with_manifold(reply: Reply, manifold: str) -> Reply:
     return reply
 
 
-def _source_created(sys: System, handle: str, kind: str, server_reply: Mapping[str, Any]) -> Reply:
+def _source_created(system: System, handle: str, kind: str, server_reply: Mapping[str, Any]) -> Reply:
     """Create/EnsurePTY: remember the handle with the server's manifold, and build the reply."""
     handle = _text(server_reply, "handle") or handle
     manifold = _text(server_reply, "manifold")
-    sys.state.remember(handle, manifold, kind).get()
+    system.state.remember(handle, manifold, kind).get()
     reply = _with_manifold({"handle": handle}, manifold)
     reply["subject"] = _text(server_reply, "subject")
     reply["pipes"] = sorted(names.auto_pipes(kind))
@@ -73,86 +73,86 @@ def _source_created(sys: System, handle: str, kind: str, server_reply: Mapping[s
 # --- Create / EnsurePTY (ipc.md §7.4, §7.5) -------------------------------------------------------
 
 
-def create(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def create(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     handle = _checked_handle(p["handle"])
     kind = p["kind"] or names.KIND_MESSAGE
-    manifold = p["manifold"] or _session(sys, p).namespace
-    server_reply = sys.server.create_source(creds, handle, kind, manifold)
-    reply = _source_created(sys, handle, kind, server_reply)
+    manifold = p["manifold"] or _session(system, p).namespace
+    server_reply = system.server.create_source(creds, handle, kind, manifold)
+    reply = _source_created(system, handle, kind, server_reply)
     if kind != names.KIND_PTY:  # a pty source never becomes current
-        sys.state.set_current(p["session"], reply["handle"]).get()
+        system.state.set_current(p["session"], reply["handle"]).get()
     return reply
 
 
-def ensure_pty(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def ensure_pty(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     handle = _checked_handle(p["handle"])
-    server_reply = sys.server.ensure_pty(creds, handle)
-    return _source_created(sys, handle, names.KIND_PTY, server_reply)
+    server_reply = system.server.ensure_pty(creds, handle)
+    return _source_created(system, handle, names.KIND_PTY, server_reply)
 
 
 # --- Connect / Switch / Disconnect (ipc.md §7.6–7.8) -----------------------------------------------
 
 
-def connect(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def connect(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     handle = p["handle"]
     if not names.valid_handle(handle):
         raise errors.PpzError(errors.E_INVALID_HANDLE)  # the standard message (§7.6)
-    namespace = _session(sys, p).namespace
+    namespace = _session(system, p).namespace
     try:
-        server_reply = sys.server.create_source(creds, handle, names.KIND_MESSAGE, namespace)
+        server_reply = system.server.create_source(creds, handle, names.KIND_MESSAGE, namespace)
     except errors.PpzError as exc:
         if exc.code != errors.E_SOURCE_TAKEN:
             raise
-        sys.state.remember_known(handle).get()
+        system.state.remember_known(handle).get()
     else:
-        sys.state.remember(handle, _text(server_reply, "manifold"), names.KIND_MESSAGE).get()
-    sys.state.set_current(p["session"], handle).get()
+        system.state.remember(handle, _text(server_reply, "manifold"), names.KIND_MESSAGE).get()
+    system.state.set_current(p["session"], handle).get()
     return {"handle": handle}
 
 
-def switch(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def switch(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     handle = p["handle"]
-    listed = list_sources(sys, creds)  # always: it refreshes the caches
+    listed = list_sources(system, creds)  # always: it refreshes the caches
     if not any(source.handle == handle for source in listed):
         raise errors.source_not_found(handle)  # no regex check first (§7.7)
-    sys.state.set_current(p["session"], handle).get()
+    system.state.set_current(p["session"], handle).get()
     return {"handle": handle}
 
 
-def disconnect(sys: System, p: dict[str, Any]) -> Reply:
-    sys.require_login()
-    sys.state.set_current(p["session"], "").get()
+def disconnect(system: System, p: dict[str, Any]) -> Reply:
+    system.require_login()
+    system.state.set_current(p["session"], "").get()
     return {}
 
 
 # --- SetNamespace / UnsetNamespace (ipc.md §7.9) ---------------------------------------------------
 
 
-def set_namespace(sys: System, p: dict[str, Any]) -> Reply:
-    sys.require_login()
+def set_namespace(system: System, p: dict[str, Any]) -> Reply:
+    system.require_login()
     namespace = p["namespace"]
     bad = names.invalid_manifold_segment(namespace)
     if bad is not None:
         raise errors.namespace_segment_invalid(bad)
-    sys.state.set_namespace(p["session"], namespace).get()
+    system.state.set_namespace(p["session"], namespace).get()
     return {"namespace": namespace}
 
 
-def unset_namespace(sys: System, p: dict[str, Any]) -> Reply:
-    sys.require_login()
-    sys.state.set_namespace(p["session"], "").get()
+def unset_namespace(system: System, p: dict[str, Any]) -> Reply:
+    system.require_login()
+    system.state.set_namespace(p["session"], "").get()
     return {}
 
 
 # --- PipeCreate / PipeSet / PipeDestroy (ipc.md §7.16, §7.17) --------------------------------------
 
 
-def _pipe_write(sys: System, p: dict[str, Any], *, creating: bool) -> Reply:
-    creds = sys.require_login()
+def _pipe_write(system: System, p: dict[str, Any], *, creating: bool) -> Reply:
+    creds = system.require_login()
     name = p["name"]
     if not names.valid_pipe(name):
         raise errors.pipe_name_invalid(name)
@@ -163,12 +163,12 @@ def _pipe_write(sys: System, p: dict[str, Any], *, creating: bool) -> Reply:
         _checked_handle(handle)
     spec = PipeSpec(
         name=name,
-        manifold=p["manifold"] or _session(sys, p).namespace,
+        manifold=p["manifold"] or _session(system, p).namespace,
         ttl_seconds=p["ttl_seconds"],
         max_msgs=p["max_msgs"],
         max_bytes=p["max_bytes"],
     )
-    server = sys.server
+    server = system.server
     if handle:
         collared = server.create_pipe if creating else server.set_pipe
         return collared(creds, handle, spec)  # the server's reply, passed through
@@ -176,59 +176,59 @@ def _pipe_write(sys: System, p: dict[str, Any], *, creating: bool) -> Reply:
     return uncollared(creds, spec)
 
 
-def pipe_create(sys: System, p: dict[str, Any]) -> Reply:
-    return _pipe_write(sys, p, creating=True)
+def pipe_create(system: System, p: dict[str, Any]) -> Reply:
+    return _pipe_write(system, p, creating=True)
 
 
-def pipe_set(sys: System, p: dict[str, Any]) -> Reply:
-    return _pipe_write(sys, p, creating=False)
+def pipe_set(system: System, p: dict[str, Any]) -> Reply:
+    return _pipe_write(system, p, creating=False)
 
 
-def pipe_destroy(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def pipe_destroy(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     name = p["name"] or p["bare_target"]
     if not names.valid_pipe(name):
         raise errors.pipe_name_invalid(name)
     handle = p["handle"]
     if handle:
         _checked_handle(handle)
-        sys.server.delete_pipe(creds, handle, name)
-        manifold = sys.state.manifold(handle).get()
+        system.server.delete_pipe(creds, handle, name)
+        manifold = system.state.manifold(handle).get()
     else:
-        manifold = p["manifold"] or _session(sys, p).namespace
-        sys.server.delete_uncollared(creds, name, manifold)
-    tell_streams(sys, StreamsForgotten())
+        manifold = p["manifold"] or _session(system, p).namespace
+        system.server.delete_uncollared(creds, name, manifold)
+    tell_streams(system, StreamsForgotten())
     return _with_manifold({"handle": handle}, manifold) | {"name": name}
 
 
 # --- SourceDestroy (ipc.md §7.18) -------------------------------------------------------------------
 
 
-def source_destroy(sys: System, p: dict[str, Any]) -> Reply:
-    creds = sys.require_login()
+def source_destroy(system: System, p: dict[str, Any]) -> Reply:
+    creds = system.require_login()
     handle = _checked_handle(p["handle"])
-    manifold = sys.state.manifold(handle).get()  # read before the source is gone
-    sys.server.delete_source(creds, handle)
-    tell_streams(sys, StreamsForgotten())
-    sys.state.forget_handle(handle).get()
-    sys.state.clear_current_everywhere(handle).get()
+    manifold = system.state.manifold(handle).get()  # read before the source is gone
+    system.server.delete_source(creds, handle)
+    tell_streams(system, StreamsForgotten())
+    system.state.forget_handle(handle).get()
+    system.state.clear_current_everywhere(handle).get()
     return _with_manifold({"handle": handle}, manifold)
 
 
 # --- Complete (ipc.md §7.21) — works logged out -----------------------------------------------------
 
 
-def complete(sys: System, p: dict[str, Any]) -> Reply:
+def complete(system: System, p: dict[str, Any]) -> Reply:
     """Warm → from memory. Cold → one shared ``GET /api/v1/sources`` (the first cold caller runs
     it, every other one waits for the same result). Failure or logged out → stale, no error."""
-    if sys.creds() is None:
+    if system.creds() is None:
         return _stale()
-    claim = sys.state.claim_completion().get()
+    claim = system.state.claim_completion().get()
     snapshot = claim.snapshot
     flight = claim.flight
     if flight is not None:
         if claim.loader:
-            _load_completion(sys, flight)
+            _load_completion(system, flight)
         try:
             snapshot = flight.result.result(timeout=COMPLETE_WAIT)
         except TimeoutError:
@@ -240,15 +240,15 @@ def complete(sys: System, p: dict[str, Any]) -> Reply:
     return {"sources": sources, "stale": False}
 
 
-def _load_completion(sys: System, flight: CompletionFlight) -> None:
+def _load_completion(system: System, flight: CompletionFlight) -> None:
     """The loader's part: one listing with the flight's credential, always reported back."""
     sources = None
     try:
-        sources = tuple(sys.server.list_sources(flight.creds))
+        sources = tuple(system.server.list_sources(flight.creds))
     except errors.PpzError as exc:
         logger.info("Complete: source listing failed: %s: %s", exc.code, exc.message)
     finally:
-        sys.state.finish_completion_load(flight, sources).get()
+        system.state.finish_completion_load(flight, sources).get()
 
 
 HANDLERS: dict[str, Callable[[System, dict[str, Any]], Reply]] = {

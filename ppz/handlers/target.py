@@ -21,10 +21,10 @@ from ppz.system import System, fresh_connection, list_sources, require_connectio
 # StateActor owns them (StateView.streams_seen); handlers and the loop tell it what they found.
 
 
-def tell_streams(sys: System, news: StreamNews) -> None:
+def tell_streams(system: System, news: StreamNews) -> None:
     """Tell the state actor what a lookup or publish found out about a stream (safe on the loop)."""
     try:
-        sys.state.actor_ref.tell(news)
+        system.state.actor_ref.tell(news)
     except pykka.ActorDeadError:
         pass  # the daemon is stopping
 
@@ -45,41 +45,41 @@ class Target:
     view: ConnView
 
 
-def lookup_error(sys: System, view: ConnView, exc: js.JsError, not_found: errors.PpzError) -> errors.PpzError:
+def lookup_error(system: System, view: ConnView, exc: js.JsError, not_found: errors.PpzError) -> errors.PpzError:
     """The error of a failed stream lookup; a timeout also triggers the failure report."""
     if exc.kind == js.NOT_FOUND:
         return not_found
     if exc.kind == js.TRANSPORT:
         if exc.timeout:
-            sys.nats.report_failure(f"stream lookup: {exc.text}")
+            system.nats.report_failure(f"stream lookup: {exc.text}")
         return errors.PpzError(errors.E_NATS_UNREACHABLE)
     return errors.PpzError(errors.E_INVALID_PIPE)
 
 
-def account_of(sys: System) -> str:
-    creds = sys.require_login()
+def account_of(system: System) -> str:
+    creds = system.require_login()
     if not names.is_uuid(creds.account_id):
         raise errors.PpzError(errors.E_INTERNAL, "bad account id")
     return creds.account_id
 
 
-def resolve_target(sys: System, p: dict[str, Any]) -> Target:
-    acct = account_of(sys)
-    session = sys.state.session(p["session"]).get()
+def resolve_target(system: System, p: dict[str, Any]) -> Target:
+    acct = account_of(system)
+    session = system.state.session(p["session"]).get()
     sender = p.get("sender") or session.current
     bare = p["bare_target"]
     if bare:
         if not names.valid_pipe(bare):
             raise errors.pipe_name_invalid(bare)
-        view = require_connection(sys)
+        view = require_connection(system)
         stream = names.stream_name(acct, session.namespace, "", bare)
         try:
             view.run(js.stream_info(view.client, stream))
         except js.JsError as exc:
             if exc.kind != js.NOT_FOUND:
-                raise lookup_error(sys, view, exc, errors.PpzError(errors.E_INVALID_PIPE)) from None
+                raise lookup_error(system, view, exc, errors.PpzError(errors.E_INVALID_PIPE)) from None
         else:
-            tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
+            tell_streams(system, StreamSeen(nc_id=view.nc_id, stream=stream))
             return Target(acct=acct, subject=names.subject(acct, session.namespace, "", bare), stream=stream,
                           handle="", pipe=bare, sender=sender, view=view)
     handle = p["handle"] or session.current
@@ -89,27 +89,27 @@ def resolve_target(sys: System, p: dict[str, Any]) -> Target:
     pipe = p["channel"] or "inbox"
     if not names.valid_pipe(pipe):
         raise errors.PpzError(errors.E_INVALID_PIPE)
-    if from_current or not sys.state.is_known(handle).get():
-        creds = sys.require_login()
-        known = {s.handle for s in list_sources(sys, creds)}
+    if from_current or not system.state.is_known(handle).get():
+        creds = system.require_login()
+        known = {s.handle for s in list_sources(system, creds)}
         if handle not in known:
             if from_current:
-                sys.state.set_current(p["session"], "").get()
+                system.state.set_current(p["session"], "").get()
                 raise errors.PpzError(errors.E_NO_CURRENT_SOURCE)
             raise errors.source_not_found(handle)
-    view = require_connection(sys)
-    manifold = sys.state.manifold(handle).get()
+    view = require_connection(system)
+    manifold = system.state.manifold(handle).get()
     stream = names.stream_name(acct, manifold, handle, pipe)
     try:
         view.run(js.stream_info(view.client, stream))
     except js.JsError as exc:
-        raise lookup_error(sys, view, exc, errors.pipe_not_found(pipe, handle)) from None
-    tell_streams(sys, StreamSeen(nc_id=view.nc_id, stream=stream))
+        raise lookup_error(system, view, exc, errors.pipe_not_found(pipe, handle)) from None
+    tell_streams(system, StreamSeen(nc_id=view.nc_id, stream=stream))
     return Target(acct=acct, subject=names.subject(acct, manifold, handle, pipe), stream=stream,
                   handle=handle, pipe=pipe, sender=sender, view=view)
 
 
-def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
+def warm_target(system: System, p: dict[str, Any]) -> Target | None:
     """Target resolution from published snapshots only, or None when any step would need the
     state actor, the server or a stream lookup (then the full resolution runs on a thread).
 
@@ -117,9 +117,9 @@ def warm_target(sys: System, p: dict[str, Any]) -> Target | None:
     stream: a logged-in session, an explicit handle already known (or an uncollared pipe) and
     a stream seen on the installed, fresh connection.
     """
-    state = sys.state_box.value
+    state = system.state_box.value
     creds = state.creds
-    view = fresh_connection(sys)
+    view = fresh_connection(system)
     if creds is None or view is None or not names.is_uuid(creds.account_id):
         return None
     acct = creds.account_id

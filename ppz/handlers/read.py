@@ -6,6 +6,7 @@ the published :class:`ConnView`. A follow is handed to its own FollowActor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
@@ -18,6 +19,7 @@ import pykka
 
 from ppz import errors, names
 from ppz import jetstream as js
+from ppz.actors.follows import FollowActor, Live, unsubscribe_quietly
 from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import effective as cursor_effective
@@ -212,11 +214,17 @@ def stdout_meta(view: ConnView, plan: ReadPlan) -> dict[str, int] | None:
     return {"cols": min(cols, META_CLAMP), "rows": min(rows, META_CLAMP)}
 
 
+def register_follow(system: System, conn: socket.socket) -> pykka.ActorRef[Any]:
+    """Register ``conn`` in the follow registry (pykka's): its FollowActor, which a swap or a
+    shutdown broadcast reaches from now on."""
+    return FollowActor.start(conn=conn, serves=lambda nc_id: system.nats_box.value.serves(nc_id))
+
+
 def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
     out = ReadWriter(conn)
-    follow_ref = None
+    follow_ref: list[pykka.ActorRef[Any]] = []
     try:
-        follow_ref = _read(system, p, conn, out)
+        _read(system, p, conn, out, follow_ref)
     except errors.PpzError as exc:
         if not out.gone:
             try:
@@ -224,15 +232,24 @@ def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
             except OSError:
                 pass
     finally:
-        if follow_ref is not None:
-            system.follows.unregister(conn)
+        for ref in follow_ref:
+            stop_quietly(ref)
 
 
-def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) -> Any:
+def stop_quietly(ref: pykka.ActorRef[Any]) -> None:
+    try:
+        ref.stop(block=True, timeout=2)
+    except Exception:  # noqa: BLE001 - already stopped, or stopping
+        pass
+
+
+def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter,
+          follow_ref: list[pykka.ActorRef[Any]]) -> None:
     plan = plan_read(system, p)
     view = require_connection(system)
     follow = p["follow"]
-    follow_ref = system.follows.register(conn).get() if follow else None
+    if follow:
+        follow_ref.append(register_follow(system, conn))
     view, info = lookup_stream(system, view, plan)
     meta = stdout_meta(view, plan)
     if meta is not None:
@@ -303,45 +320,72 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
             cursors.advance(session, plan.cursor_key, top, created).get()
             send_receipts(system, view, plan.acct, reader, [env for _, env in emitted[:written]])
     if not follow or out.gone:
-        return follow_ref
-    _follow(system, p, conn, out, view, plan, last, created, advancing, reader, follow_ref)
-    return follow_ref
+        return
+    live = Follow(out=out, cursors=system.cursors.actor_ref, session=session, key=plan.cursor_key,
+                  created=created, advancing=advancing,
+                  receipt=functools.partial(send_receipts, system, view, plan.acct, reader))
+    _follow(conn, view, plan, last, live, follow_ref[0])
 
 
-def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
-            plan: ReadPlan, last: int, created: int, advancing: bool, reader: str, follow_ref: Any) -> None:
-    """Step 12: an ordered consumer from L + 1 until the client goes away or a swap evicts us."""
-    from nats.js.api import ConsumerConfig, DeliverPolicy
+class Follow:
+    """Step 12's work per live message: write it, note its sequence for the cursor, send its
+    receipt; and the noted cursor's write. Built here, then owned by the follow's FollowActor
+    (only its thread runs it)."""
 
-    session = session_key(p["session"])
-    cursors = system.cursors.actor_ref
+    def __init__(self, *, out: ReadWriter, cursors: pykka.ActorRef[Any], session: str, key: str, created: int,
+                 advancing: bool, receipt: Callable[[list[Envelope]], None]) -> None:
+        self.out = out
+        self.cursors = cursors
+        self.session = session
+        self.key = key
+        self.created = created
+        self.advancing = advancing
+        self.receipt = receipt
+        self.delivered = 0  # the highest sequence delivered
+        self.written = 0  # the highest sequence told to CursorsActor
 
-    noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
-
-    def deliver(seq: int, data: bytes) -> None:
+    def deliver(self, seq: int, data: bytes) -> None:
         env = decode_or_none(data)
         if env is not None:
-            out.event("msg", read_message(env))
-        if out.gone:
+            self.out.event("msg", read_message(env))
+        if self.out.gone:
             return  # not delivered: the cursor must not move past it
-        if advancing:
-            noted[0] = max(noted[0], seq)
+        if self.advancing:
+            self.delivered = max(self.delivered, seq)
             if env is not None:
-                send_receipts(system, view, plan.acct, reader, [env])
+                self.receipt([env])
 
-    def flush() -> None:
-        if noted[0] > noted[1]:
+    def flush(self) -> None:
+        if self.delivered > self.written:
             try:
-                cursors.tell(Advance(session=session, key=plan.cursor_key, seq=noted[0], created=created))
+                self.cursors.tell(Advance(session=self.session, key=self.key, seq=self.delivered,
+                                          created=self.created))
             except pykka.ActorDeadError:
                 return  # the daemon is stopping
-            noted[1] = noted[0]
+            self.written = self.delivered
 
+
+def _follow(conn: socket.socket, view: ConnView, plan: ReadPlan, last: int, live: Live,
+            ref: pykka.ActorRef[Any]) -> None:
+    """Step 12: an ordered consumer from L + 1, owned by the follow's actor, until the client
+    goes away or the actor ends the follow (a swap, a shutdown, a stale connection)."""
     try:
-        follow_ref.proxy().set_sink(deliver, flush).get()
+        ref.proxy().attach(live).get()
     except pykka.ActorDeadError:
         return  # evicted by a swap before it started: the client redials
-    actor = follow_ref
+    sub = subscribe(view, plan, last, ref)
+    try:
+        ref.proxy().subscribed(view.nc_id, sub, view.loop_thread).get()
+    except pykka.ActorDeadError:  # evicted meanwhile: the consumer is still ours to end
+        if view.loop_thread is not None:
+            view.loop_thread.submit(unsubscribe_quietly(sub))
+        return
+    wait_client_gone(conn)
+
+
+def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any]) -> Any:
+    """An ordered consumer of the pipe from ``last`` + 1 whose messages are told to ``ref``."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
 
     async def on_msg(msg: Any) -> None:
         try:
@@ -349,7 +393,7 @@ def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWri
         except Exception:  # noqa: BLE001 - not a JetStream message
             return
         try:
-            actor.tell(FollowDelivery(seq=seq, data=msg.data))
+            ref.tell(FollowDelivery(seq=seq, data=msg.data))
         except Exception:  # noqa: BLE001 - the follow ended meanwhile (ActorDeadError)
             pass
 
@@ -358,41 +402,17 @@ def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWri
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1,
                             filter_subject=plan.subject)
 
-    async def subscribe() -> Any:
+    async def go() -> Any:
         jsctx = nc.jetstream(timeout=js.API_TIMEOUT)
         return await jsctx.subscribe(plan.subject, stream=plan.stream, cb=on_msg, ordered_consumer=True,
                                      idle_heartbeat=js.FOLLOW_IDLE_HEARTBEAT, config=config)
 
     try:
-        sub = view.run(subscribe(), js.API_TIMEOUT + 1.0)
+        return view.run(go(), js.API_TIMEOUT + 1.0)
     except Exception as exc:  # noqa: BLE001
         err = js.classify(exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE if err.kind == js.TRANSPORT else errors.E_INVALID_PIPE) \
             from None
-    if not system.nats_box.value.serves(view.nc_id):
-        # Swapped out since this Read took its connection, by a swap whose broadcast came before
-        # the follow registered: nothing closes this follow, and its connection closes shortly.
-        logger.info("follow of %s opened on swapped-out %s; ending it for a redial", plan.stream, view.nc_id)
-        try:
-            conn.shutdown(socket.SHUT_RDWR)  # the client sees EOF, without an error, and redials
-        except OSError:
-            pass
-    try:
-        wait_client_gone(conn)
-    finally:
-        try:
-            follow_ref.stop(block=True, timeout=2)
-        except Exception:  # noqa: BLE001
-            pass
-        if view.loop_thread is not None:
-            view.loop_thread.submit(_unsubscribe_quietly(sub))
-
-
-async def _unsubscribe_quietly(sub: Any) -> None:
-    try:
-        await sub.unsubscribe()
-    except Exception:  # noqa: BLE001 - the connection may be gone
-        pass
 
 
 def wait_client_gone(conn: socket.socket) -> None:

@@ -1,7 +1,7 @@
 """Follows against swaps and lost messages (spec/ipc.md §7.13 step 12, daemon.md §5.2, §5.3).
 
-The ``Read`` handler runs here in-process against a real nats-server, a real ``NatsActor`` and a
-real ``FollowsActor``; the state, refresh loop and server client are stand-ins (an uncollared
+The ``Read`` handler runs here in-process against a real nats-server, a real ``NatsActor`` and
+real ``FollowActor``s; the state, refresh loop and server client are stand-ins (an uncollared
 read needs none of them). That makes the races injectable at an exact point:
 
 - a swap whose broadcast goes out after the ``Read`` took its connection but before its follow
@@ -28,9 +28,10 @@ import pytest
 from ppz import names
 from ppz.actors import nats as nats_module
 from ppz.actors.cursors import CursorsActor
-from ppz.actors.follows import FollowsActor
+from ppz.actors.follows import FollowActor
 from ppz.actors.state import SessionView, StateView
 from ppz.envelope import new_envelope
+from ppz.handlers import read as read_module
 from ppz.handlers.read import read
 from ppz.home import Credentials, Home
 from ppz.messages import RefreshView
@@ -58,36 +59,28 @@ SUBJECT = names.subject(ACCT, "", "", PIPE)
 
 
 class Follows:
-    """The real follow registry, with hooks that run just before a follow registers, and just
-    before its consumer is created (after the drain: the follow's actor is first used then)."""
+    """The real follow registration (``register_follow``), with hooks that run just before a
+    follow registers, and just before its consumer is created (after the drain: the follow's
+    actor is first used then)."""
 
     def __init__(self) -> None:
-        self.real = FollowsActor.start().proxy()
+        self.real = read_module.register_follow
         self.before_register: Any = None
         self.before_consumer: Any = None
 
-    def register(self, conn: socket.socket) -> Any:
+    def register(self, system: System, conn: socket.socket) -> Any:
         if self.before_register is not None:
             hook, self.before_register = self.before_register, None
             hook()
-        ref = self.real.register(conn).get()
+        ref = self.real(system, conn)
         if self.before_consumer is not None:
             hook, self.before_consumer = self.before_consumer, None
             ref = HookedRef(ref, hook)
-        return Ready(ref)
+        return ref
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
-class Ready:
-    """An answered ask."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def get(self, timeout: float | None = None) -> Any:
-        return self.value
+    @staticmethod
+    def count() -> int:
+        return len(pykka.ActorRegistry.get_by_class(FollowActor))
 
 
 class HookedRef:
@@ -109,12 +102,13 @@ class HookedRef:
 class Rig:
     """A ``System`` for ``read`` around a real NatsActor connected to ``server``."""
 
-    def __init__(self, tmp: Path, server: NatsServer) -> None:
+    def __init__(self, tmp: Path, server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
         self.server = server
         self.nats: Harness = start_nats_actor(tmp, server.url, credential(1, EXP))
         self.nats.proxy.rebuild("ensureNATS").get()
         self.refresh_box = Published(RefreshView(exchanged=True, exp=EXP, lead=30, generation=1))
         self.follows = Follows()
+        monkeypatch.setattr(read_module, "register_follow", self.follows.register)
         self.published = 0
         state = mock.Mock(name="state")
         state.session.return_value.get.return_value = SessionView()
@@ -122,7 +116,7 @@ class Rig:
         root.mkdir()
         self.sys = System(
             home=Home.at(root), state=state, refresh=mock.Mock(name="refresh"), nats=self.nats.proxy,
-            heartbeats=mock.Mock(name="heartbeats"), follows=self.follows,
+            heartbeats=mock.Mock(name="heartbeats"),
             cursors=CursorsActor.start(home_=Home.at(root)).proxy(), kick_connect=mock.Mock(),
             server=mock.Mock(name="server"),
             state_box=Published(StateView(creds=Credentials(url="http://ppz", api_key="ppz_k",
@@ -203,8 +197,8 @@ class Reader:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, nats_servers: NatsServers) -> Iterator[Rig]:
-    made = Rig(tmp_path, nats_servers())
+def rig(tmp_path: Path, nats_servers: NatsServers, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    made = Rig(tmp_path, nats_servers(), monkeypatch)
     made.create_stream()
     yield made
     pykka.ActorRegistry.stop_all(block=True, timeout=10)
@@ -226,7 +220,7 @@ def test_a_follow_registered_after_a_swap_broadcast_ends_for_a_redial(
     finally:
         reader.close()
     assert rig.nats.view().nc_id != old
-    wait_until(lambda: rig.follows.real.count().get() == 0, "the follow to unregister")
+    wait_until(lambda: rig.follows.count() == 0, "the follow to unregister")
     # The redial follows on the new connection: a message published now arrives.
     reader = rig.follow()
     try:

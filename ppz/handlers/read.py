@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from ppz.envelope import (
     new_envelope,
     read_message,
 )
+from ppz.globs import glob_match
 from ppz.handlers.target import account_of, lookup_error
 from ppz.ipc import encode_error, encode_event
 from ppz.messages import Advance, FollowDelivery
@@ -222,9 +224,9 @@ def register_follow(system: System, conn: socket.socket) -> pykka.ActorRef[Any]:
 
 def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
     out = ReadWriter(conn)
-    follow_ref: list[pykka.ActorRef[Any]] = []
+    registered: list[pykka.ActorRef[Any]] = []
     try:
-        _read(system, p, conn, out, follow_ref)
+        _read(system, p, conn, out, registered)
     except errors.PpzError as exc:
         if not out.gone:
             try:
@@ -232,7 +234,7 @@ def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
             except OSError:
                 pass
     finally:
-        for ref in follow_ref:
+        for ref in registered:
             stop_quietly(ref)
 
 
@@ -243,19 +245,88 @@ def stop_quietly(ref: pykka.ActorRef[Any]) -> None:
         pass
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """The read filters of agents.md §1: ``from``, ``subject``, ``no_acks``."""
+
+    senders: frozenset[str] = frozenset()
+    subject: str = ""
+    no_acks: bool = False
+
+    @classmethod
+    def of(cls, p: dict[str, Any]) -> Filters:
+        return cls(senders=frozenset(p["from"]), subject=p["subject"], no_acks=p["no_acks"])
+
+    @property
+    def view(self) -> bool:
+        """``from`` or ``subject`` leave messages out that must stay unread: the read is a view
+        (no cursor move, no receipts)."""
+        return bool(self.senders) or bool(self.subject)
+
+    def keeps(self, env: Envelope) -> bool:
+        if self.no_acks and env.subject.startswith("ack:"):
+            return False
+        if self.senders and env.sender not in self.senders:
+            return False
+        return not self.subject or glob_match(self.subject, env.subject)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """What steps 7–12 need, fixed once the target is known."""
+
+    plan: ReadPlan
+    session: str
+    filters: Filters
+    advancing: bool
+    reader: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drained:
+    """What a drain (steps 7–11) did: messages written, its upper bound ``L``, the stream's
+    creation time."""
+
+    written: int
+    last: int
+    created: int
+
+
 def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter,
-          follow_ref: list[pykka.ActorRef[Any]]) -> None:
+          registered: list[pykka.ActorRef[Any]]) -> None:
     plan = plan_read(system, p)
     view = require_connection(system)
     follow = p["follow"]
+    deadline = None if follow or p["wait_ms"] <= 0 else time.monotonic() + p["wait_ms"] / 1000.0
     if follow:
-        follow_ref.append(register_follow(system, conn))
+        registered.append(register_follow(system, conn))
     view, info = lookup_stream(system, view, plan)
     meta = stdout_meta(view, plan)
     if meta is not None:
         out.event("meta", meta)
     session = session_key(p["session"])
-    advancing = not (p["all"] or p["no_advance"])
+    filters = Filters.of(p)
+    reading = Reading(plan=plan, session=session, filters=filters,
+                      advancing=not (p["all"] or p["no_advance"] or filters.view),
+                      reader=p["sender"] or system.state_box.value.session(session).current)
+    drained = drain_unread(system, p, view, info, reading, out)
+    if out.gone:
+        return
+    if follow:
+        live = Follow(out=out, cursors=system.cursors.actor_ref, reading=reading, created=drained.created,
+                      receipt=functools.partial(send_receipts, system, view, plan.acct, reading.reader))
+        ref = registered[0]
+        if open_live(view, plan, drained.last, live, ref):
+            wait_client(conn, None)
+    elif p["wait_ms"] != 0 and drained.written == 0:
+        _wait(system, p, conn, out, view, reading, drained.last, deadline, registered)
+
+
+def drain_unread(system: System, p: dict[str, Any], view: ConnView, info: js.StreamInfo, reading: Reading,
+                 out: ReadWriter) -> Drained:
+    """Steps 7–11: from the cursor to the stream's last sequence (frozen now), through the
+    filters, ``since_ms`` and the head cap; emit, then advance the cursor and send receipts."""
+    plan, session = reading.plan, reading.session
     cursors = system.cursors
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
     start = first
@@ -269,16 +340,17 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         if total > 0 and eff + 1 > start:
             start = eff + 1
     recent = since_filter(p["since_ms"])
+    keeps = reading.filters.keeps
+    follow = p["follow"]
     head_limit = 0 if follow else max(0, p["head_limit"])
     kept: list[tuple[int, Envelope]] = []
-    undecodable_top = 0
+    passed_top = 0  # the highest undecodable or filtered-out sequence: delivered, for the cursor
     capped = False
     if total > 0 and start <= last and view.nc is not None:
-        envs: dict[int, Envelope | None] = {}
 
         def keep(data: bytes) -> bool:
             env = decode_or_none(data)
-            return env is not None and recent(env)
+            return env is not None and keeps(env) and recent(env)
 
         result = view.run(js.drain(view.nc, plan.stream, plan.subject, start, last, keep=keep, want=head_limit),
                           timeout=None)  # each fetch has its own 5 s deadline
@@ -287,9 +359,8 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         capped = result.capped
         for m in result.messages:
             env = decode_or_none(m.data)
-            envs[m.seq] = env
-            if env is None:
-                undecodable_top = max(undecodable_top, m.seq)
+            if env is None or not keeps(env):
+                passed_top = max(passed_top, m.seq)
             elif m.kept:
                 kept.append((m.seq, env))
     if p["skip"] > 0:
@@ -309,22 +380,58 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         remaining = last - max(seq for seq, _ in kept)
         if remaining > 0:
             out.event("more_unread", remaining)
-    reader = p["sender"] or system.state_box.value.session(session).current
-    if advancing:
-        top = max([seq for seq, _ in kept] + [undecodable_top])
+    if reading.advancing:
+        top = max([seq for seq, _ in kept] + [passed_top])
         if emitted[written:]:
             # The client went away (or a swap closed a follow) mid-drain: the messages whose
             # write failed were not delivered, so the cursor stops short of the first of them.
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
             cursors.advance(session, plan.cursor_key, top, created).get()
-            send_receipts(system, view, plan.acct, reader, [env for _, env in emitted[:written]])
-    if not follow or out.gone:
-        return
-    live = Follow(out=out, cursors=system.cursors.actor_ref, session=session, key=plan.cursor_key,
-                  created=created, advancing=advancing,
-                  receipt=functools.partial(send_receipts, system, view, plan.acct, reader))
-    _follow(conn, view, plan, last, live, follow_ref[0])
+            send_receipts(system, view, plan.acct, reading.reader, [env for _, env in emitted[:written]])
+    return Drained(written=written, last=last, created=created)
+
+
+def _wait(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
+          reading: Reading, last: int, deadline: float | None, registered: list[pykka.ActorRef[Any]]) -> None:
+    """agents.md §1, wait steps 2–4: registered like a follow (a swap or a shutdown ends it,
+    without a reply), an ordered consumer from L + 1 until a message passes the filters; then
+    a fresh drain from the cursor. The deadline passing first ends it with ``timeout``."""
+    ref = register_follow(system, conn)
+    registered.append(ref)
+    wake = Wake(conn=conn, keeps=reading.filters.keeps)
+    if open_live(view, reading.plan, last, wake, ref):
+        wait_client(conn, deadline)
+    stop_quietly(ref)  # its consumer ends with it, before the drain below
+    if wake.woken.is_set():
+        view, info = lookup_stream(system, view, reading.plan)
+        drain_unread(system, p, view, info, reading, out)
+    elif deadline is not None and time.monotonic() >= deadline:
+        out.event("timeout", True)
+
+
+class Wake:
+    """A waiting read's work per live message: the first one that passes the filters wakes the
+    ``Read`` handler (it shuts the reading side of the client's socket, where the handler
+    waits). Owned by the wait's FollowActor."""
+
+    def __init__(self, *, conn: socket.socket, keeps: Callable[[Envelope], bool]) -> None:
+        self.conn = conn
+        self.keeps = keeps
+        self.woken = threading.Event()
+
+    def deliver(self, seq: int, data: bytes) -> None:
+        env = decode_or_none(data)
+        if env is None or not self.keeps(env) or self.woken.is_set():
+            return
+        self.woken.set()
+        try:
+            self.conn.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def flush(self) -> None:
+        """A wait moves no cursor: the drain after it does."""
 
 
 class Follow:
@@ -332,20 +439,23 @@ class Follow:
     receipt; and the noted cursor's write. Built here, then owned by the follow's FollowActor
     (only its thread runs it)."""
 
-    def __init__(self, *, out: ReadWriter, cursors: pykka.ActorRef[Any], session: str, key: str, created: int,
-                 advancing: bool, receipt: Callable[[list[Envelope]], None]) -> None:
+    def __init__(self, *, out: ReadWriter, cursors: pykka.ActorRef[Any], reading: Reading, created: int,
+                 receipt: Callable[[list[Envelope]], None]) -> None:
         self.out = out
         self.cursors = cursors
-        self.session = session
-        self.key = key
+        self.session = reading.session
+        self.key = reading.plan.cursor_key
+        self.keeps = reading.filters.keeps
         self.created = created
-        self.advancing = advancing
+        self.advancing = reading.advancing
         self.receipt = receipt
         self.delivered = 0  # the highest sequence delivered
         self.written = 0  # the highest sequence told to CursorsActor
 
     def deliver(self, seq: int, data: bytes) -> None:
         env = decode_or_none(data)
+        if env is not None and not self.keeps(env):
+            env = None  # filtered out (a receipt under no_acks): delivered, for the cursor
         if env is not None:
             self.out.event("msg", read_message(env))
         if self.out.gone:
@@ -365,22 +475,20 @@ class Follow:
             self.written = self.delivered
 
 
-def _follow(conn: socket.socket, view: ConnView, plan: ReadPlan, last: int, live: Live,
-            ref: pykka.ActorRef[Any]) -> None:
-    """Step 12: an ordered consumer from L + 1, owned by the follow's actor, until the client
-    goes away or the actor ends the follow (a swap, a shutdown, a stale connection)."""
+def open_live(view: ConnView, plan: ReadPlan, last: int, live: Live, ref: pykka.ActorRef[Any]) -> bool:
+    """Step 12's consumer (and a wait's): an ordered consumer from L + 1 feeding ``live``,
+    owned by the actor ``ref`` from now on. False when the actor ended meanwhile (a swap)."""
     try:
         ref.proxy().attach(live).get()
     except pykka.ActorDeadError:
-        return  # evicted by a swap before it started: the client redials
+        return False  # evicted by a swap before it started: the client redials
     sub = subscribe(view, plan, last, ref)
     try:
-        ref.proxy().subscribed(view.nc_id, sub, view.loop_thread).get()
+        return bool(ref.proxy().subscribed(view.nc_id, sub, view.loop_thread).get())
     except pykka.ActorDeadError:  # evicted meanwhile: the consumer is still ours to end
         if view.loop_thread is not None:
             view.loop_thread.submit(unsubscribe_quietly(sub))
-        return
-    wait_client_gone(conn)
+        return False
 
 
 def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any]) -> Any:
@@ -415,10 +523,11 @@ def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any
             from None
 
 
-def wait_client_gone(conn: socket.socket) -> None:
-    """Block until the client hangs up, sends a byte, or the socket is shut down by us."""
+def wait_client(conn: socket.socket, deadline: float | None) -> None:
+    """Block until the client hangs up, sends a byte, the socket is shut down by us (a swap, a
+    wake) or ``deadline`` (monotonic; None = none) passes."""
     try:
-        conn.settimeout(None)
+        conn.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         conn.recv(1)
-    except OSError:
+    except OSError:  # TimeoutError included
         pass

@@ -7,7 +7,6 @@ account of their own. The restart test has a daemon (and account) of its own.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import subprocess
@@ -15,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from daemonfixture import CLI, DaemonHome, wait_for
+from daemonfixture import DaemonHome, background, wait_for
 from serverfixture import ServerProcess, nats_request
 from sharedserver import fresh_world, module_server  # noqa: F401 - module_server is a fixture
 
@@ -72,18 +71,6 @@ def consumers(world: dict[str, Any], handle: str) -> int:
     info = nats_request([world["server"].nats_url], reply.nats_user_jwt, reply.nats_user_seed,
                         f"$JS.API.STREAM.INFO.{stream}", {})
     return int(info["state"].get("consumer_count", 0))
-
-
-@contextlib.contextmanager
-def background(h: DaemonHome, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """The CLI running in the background (killed on the way out if still running)."""
-    proc = subprocess.Popen([*CLI, *args], env=h.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:

@@ -1,7 +1,9 @@
-"""Read (spec/ipc.md §7.13) and read receipts (spec/nats.md §9).
+"""Read (spec/ipc.md §7.13), its waits and filters (spec/agents.md §1) and read receipts
+(spec/nats.md §9).
 
 A drain runs on the request's thread; JetStream coroutines run on the connection's loop through
-the published :class:`ConnView`. A follow is handed to its own FollowActor.
+the published :class:`ConnView`. A follow, and a wait, is handed to its own FollowActor: the
+follow's :class:`Follow` or the wait's :class:`Wake` runs on that actor's thread only.
 """
 
 from __future__ import annotations

@@ -240,9 +240,9 @@ def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
             stop_quietly(ref)
 
 
-def stop_quietly(ref: pykka.ActorRef[Any]) -> None:
+def stop_quietly(ref: pykka.ActorRef[Any], block: bool = True) -> None:
     try:
-        ref.stop(block=True, timeout=2)
+        ref.stop(block=block, timeout=2 if block else None)
     except Exception:  # noqa: BLE001 - already stopped, or stopping
         pass
 
@@ -404,7 +404,8 @@ def _wait(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
     wake = Wake(conn=conn, keeps=reading.filters.keeps)
     if open_live(view, reading.plan, last, wake, ref):
         wait_client(conn, deadline)
-    stop_quietly(ref)  # its consumer ends with it, before the drain below
+    # Its consumer ends with it (read's finally waits for that); the drain need not wait.
+    stop_quietly(ref, block=False)
     if wake.woken.is_set():
         view, info = lookup_stream(system, view, reading.plan)
         drain_unread(system, p, view, info, reading, out)

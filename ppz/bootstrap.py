@@ -191,10 +191,11 @@ class Daemon:
         # started before the actors that use it and stopped after all of them.
         loop = self._loop = LoopThread("ppz-nats")
         loop.start()
+        # The identity listeners (heartbeats, cursors, NATS, refresh) get the state actor's
+        # IdentityChanged broadcast through pykka's registry: no wiring after start.
         heartbeats = HeartbeatsActor.start().proxy()
         follows = FollowsActor.start().proxy()
         cursors = CursorsActor.start(home_=self.home).proxy()
-        state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box).proxy()
         system_ref: list[System] = []
         connector = ConnectLoopActor.start(attempt=lambda: connect_attempt(system_ref[0]))
 
@@ -204,21 +205,21 @@ class Daemon:
             except pykka.ActorDeadError:
                 pass
 
+        state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box,
+                                 kick_connect=kick).proxy()
         nats = NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
                                heartbeats=heartbeats.actor_ref,
                                kick_connect=kick, nats_url_override=nats_url_override(),
                                refresh_box=refresh_box).proxy()
         refresh = RefreshActor.start(server=server, state=state, nats=nats,
                                      view_box=refresh_box).proxy()
-        state.connect_peers(refresh=refresh, nats=nats, heartbeats=heartbeats, kick_connect=kick,
-                            on_logged_out=lambda: None).get()
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
             follows=follows, cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
             refresh_box=refresh_box, nats_box=nats_box,
         )
         system_ref.append(self.system)
-        for ref in (heartbeats.actor_ref, follows.actor_ref, cursors.actor_ref, state.actor_ref, connector,
+        for ref in (heartbeats.actor_ref, follows.actor_ref, cursors.actor_ref, connector, state.actor_ref,
                     nats.actor_ref, refresh.actor_ref):
             await_started(ref)
 

@@ -28,6 +28,7 @@ from nats.aio.client import Client as NatsClient
 
 from ppz import errors, names
 from ppz.actors.follows import FollowActor
+from ppz.actors.identity import IdentityListener
 from ppz.aioloop import LoopThread
 from ppz.envelope import Envelope
 from ppz.eventlog import Event, EventLog
@@ -37,6 +38,7 @@ from ppz.messages import (
     ConnectionSwapped,
     CredentialChanged,
     CredentialSnapshot,
+    IdentityChanged,
     ProbeFinished,
     RecordEvent,
     RefreshView,
@@ -159,7 +161,7 @@ class _Installed:
     subs: list[Any] = field(default_factory=list)
 
 
-class NatsActor(pykka.ThreadingActor):
+class NatsActor(IdentityListener):
     """Owns the NATS connection; see the module docstring."""
 
     use_daemon_thread = True
@@ -261,6 +263,17 @@ class NatsActor(pykka.ThreadingActor):
         self._snapshot = None
         self._publish()
 
+    def on_identity_changed(self, change: IdentityChanged) -> list[str]:
+        """A login adopts its NATS URL and account (its ``rebuild`` swaps the old connection
+        out once the new one is dialled). Any other change forgets the URL and the dial error
+        and swaps the connection to nothing, which closes every follow (daemon.md §5.2)."""
+        if change.creds is not None and change.exchange is not None:
+            self.set_target(change.exchange.nats_url, change.exchange.account_id)
+            return []
+        self.forget()
+        self.swap_to_nothing(change.caller)
+        return []
+
     # --- events ----------------------------------------------------------------------
 
     def _jwt_exp(self) -> int:
@@ -297,6 +310,8 @@ class NatsActor(pykka.ThreadingActor):
                 self._rotate_in_place()
             case ProbeFinished():
                 self._on_probe_finished(message)
+            case IdentityChanged():
+                return self.react(message)
             case _:
                 logger.warning("NatsActor: unexpected message %r", message)
         return None

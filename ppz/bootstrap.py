@@ -18,19 +18,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
 from ppz import __version__, handlers, home
 from ppz.actors.connector import ConnectLoopActor, Kick
-from ppz.actors.cursors import CursorsActor
+from ppz.actors.cursors import CursorsActor, CursorsProxy
 from ppz.actors.follows import FollowActor, FollowsActor
-from ppz.actors.heartbeats import HeartbeatsActor
+from ppz.actors.heartbeats import HeartbeatsActor, HeartbeatsProxy
 from ppz.actors.ipc import IpcAcceptorActor
-from ppz.actors.nats import ConnView, NatsActor
-from ppz.actors.refresh import RefreshActor, nats_url_override
-from ppz.actors.state import StateActor, StateView
+from ppz.actors.nats import ConnView, NatsActor, NatsProxy
+from ppz.actors.refresh import RefreshActor, RefreshProxy, nats_url_override
+from ppz.actors.state import StateActor, StateProxy, StateView
 from ppz.aioloop import LoopThread
 from ppz.eventlog import EventLog
 from ppz.home import Home
@@ -193,9 +193,9 @@ class Daemon:
         loop.start()
         # The identity listeners (heartbeats, cursors, NATS, refresh) get the state actor's
         # IdentityChanged broadcast through pykka's registry: no wiring after start.
-        heartbeats = HeartbeatsActor.start().proxy()
+        heartbeats = cast(HeartbeatsProxy, HeartbeatsActor.start().proxy())
         follows = FollowsActor.start().proxy()
-        cursors = CursorsActor.start(home_=self.home).proxy()
+        cursors = cast(CursorsProxy, CursorsActor.start(home_=self.home).proxy())
         system_ref: list[System] = []
         connector = ConnectLoopActor.start(attempt=lambda: connect_attempt(system_ref[0]))
 
@@ -205,14 +205,14 @@ class Daemon:
             except pykka.ActorDeadError:
                 pass
 
-        state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box,
-                                 kick_connect=kick).proxy()
-        nats = NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
-                               heartbeats=heartbeats.actor_ref,
-                               kick_connect=kick, nats_url_override=nats_url_override(),
-                               refresh_box=refresh_box).proxy()
-        refresh = RefreshActor.start(server=server, state=state, nats=nats,
-                                     view_box=refresh_box).proxy()
+        state = cast(StateProxy, StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box,
+                                                  kick_connect=kick).proxy())
+        nats = cast(NatsProxy, NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
+                                               heartbeats=heartbeats.actor_ref,
+                                               kick_connect=kick, nats_url_override=nats_url_override(),
+                                               refresh_box=refresh_box).proxy())
+        refresh = cast(RefreshProxy, RefreshActor.start(server=server, state=state, nats=nats,
+                                                        view_box=refresh_box).proxy())
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
             follows=follows, cursors=cursors, kick_connect=kick, server=server, state_box=state_box,

@@ -17,6 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
+
 from ppz import home
 from ppz.actors.identity import IdentityListener
 from ppz.cursors import CursorEntry
@@ -73,3 +76,12 @@ class CursorsActor(IdentityListener):
             case _:
                 logger.warning("CursorsActor: unexpected message %r", message)
         return None
+
+
+class CursorsProxy(ActorMemberMixin, pykka.ActorProxy[CursorsActor]):
+    """The typed proxy of :class:`CursorsActor`."""
+
+    load = proxy_method(CursorsActor.load)
+    get = proxy_method(CursorsActor.get)
+    seed = proxy_method(CursorsActor.seed)
+    advance = proxy_method(CursorsActor.advance)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
+
 from ppz.actors.identity import IdentityListener
 from ppz.messages import Beat, HeartbeatRow, IdentityChanged
 
@@ -75,3 +78,11 @@ class HeartbeatsActor(IdentityListener, Heartbeats):
             case _:
                 logger.warning("HeartbeatsActor: unexpected message %r", message)
         return None
+
+
+class HeartbeatsProxy(ActorMemberMixin, pykka.ActorProxy[HeartbeatsActor]):
+    """The typed proxy of :class:`HeartbeatsActor`."""
+
+    snapshot = proxy_method(HeartbeatsActor.snapshot)
+    drop_other_accounts = proxy_method(HeartbeatsActor.drop_other_accounts)
+    clear = proxy_method(HeartbeatsActor.clear)

@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 import nkeys
 import pykka
 from nats.aio.client import Client as NatsClient
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors, names
 from ppz.actors.follows import FollowActor
+from ppz.actors.heartbeats import HeartbeatsActor
 from ppz.actors.identity import IdentityListener
 from ppz.aioloop import LoopThread
 from ppz.envelope import Envelope
@@ -172,7 +174,7 @@ class NatsActor(IdentityListener):
         events: EventLog,
         view_box: Published[ConnView],
         loop_thread: LoopThread,
-        heartbeats: Any = None,
+        heartbeats: pykka.ActorRef[HeartbeatsActor] | None = None,
         kick_connect: Callable[[], None] | None = None,
         nats_url_override: str = "",
         refresh_box: Published[RefreshView] | None = None,
@@ -759,3 +761,18 @@ def decode_payload(data: bytes) -> str | None:
         return Envelope.decode(data).payload
     except Exception:  # noqa: BLE001 - undecodable beats are ignored
         return None
+
+
+class NatsProxy(ActorMemberMixin, pykka.ActorProxy[NatsActor]):
+    """The typed proxy of :class:`NatsActor`."""
+
+    view = proxy_method(NatsActor.view)
+    set_target = proxy_method(NatsActor.set_target)
+    forget = proxy_method(NatsActor.forget)
+    events = proxy_method(NatsActor.events)
+    rebuild = proxy_method(NatsActor.rebuild)
+    swap_to_nothing = proxy_method(NatsActor.swap_to_nothing)
+    arm_watch = proxy_method(NatsActor.arm_watch)
+    disarm_watch = proxy_method(NatsActor.disarm_watch)
+    wake_watches = proxy_method(NatsActor.wake_watches)
+    report_failure = proxy_method(NatsActor.report_failure)

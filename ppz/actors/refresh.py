@@ -16,9 +16,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors
 from ppz.actors.identity import IdentityListener
@@ -35,6 +36,10 @@ from ppz.messages import (
 )
 from ppz.published import Published
 from ppz.serverclient import ExchangeError, ExchangeReply, ServerClient
+
+if TYPE_CHECKING:
+    from ppz.actors.nats import NatsProxy
+    from ppz.actors.state import StateProxy
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +63,8 @@ class RefreshActor(IdentityListener):
         self,
         *,
         server: ServerClient,
-        state: Any,
-        nats: Any,
+        state: StateProxy,
+        nats: NatsProxy,
         view_box: Published[RefreshView],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -265,3 +270,13 @@ class RefreshActor(IdentityListener):
 def nats_url_override() -> str:
     """``PPZ_NATS_URL``, which replaces the exchange reply's ``nats_url``."""
     return os.environ.get("PPZ_NATS_URL", "")
+
+
+class RefreshProxy(ActorMemberMixin, pykka.ActorProxy[RefreshActor]):
+    """The typed proxy of :class:`RefreshActor`."""
+
+    view = proxy_method(RefreshActor.view)
+    start_loop = proxy_method(RefreshActor.start_loop)
+    stop_loop = proxy_method(RefreshActor.stop_loop)
+    bootstrap = proxy_method(RefreshActor.bootstrap)
+    refresh_now_if_due = proxy_method(RefreshActor.refresh_now_if_due)

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors, home, names
 from ppz.actors.identity import IdentityReactions, broadcast_identity
@@ -430,3 +431,25 @@ class StateActor(pykka.ThreadingActor):
             self._sources_listed(sources)
         if not flight.result.done():
             flight.result.set_result(self.completion() if same_identity else None)
+
+
+class StateProxy(ActorMemberMixin, pykka.ActorProxy[StateActor]):
+    """The typed proxy of :class:`StateActor`."""
+
+    view = proxy_method(StateActor.view)
+    session = proxy_method(StateActor.session)
+    install_login = proxy_method(StateActor.install_login)
+    persist_credentials = proxy_method(StateActor.persist_credentials)
+    logout = proxy_method(StateActor.logout)
+    set_login_check = proxy_method(StateActor.set_login_check)
+    set_current = proxy_method(StateActor.set_current)
+    clear_current_everywhere = proxy_method(StateActor.clear_current_everywhere)
+    set_namespace = proxy_method(StateActor.set_namespace)
+    remember = proxy_method(StateActor.remember)
+    forget_handle = proxy_method(StateActor.forget_handle)
+    is_known = proxy_method(StateActor.is_known)
+    manifold = proxy_method(StateActor.manifold)
+    completion = proxy_method(StateActor.completion)
+    remember_known = proxy_method(StateActor.remember_known)
+    claim_completion = proxy_method(StateActor.claim_completion)
+    finish_completion_load = proxy_method(StateActor.finish_completion_load)

@@ -7,7 +7,7 @@ snapshots actors hand each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class IdentityChanged:
 
     caller: str
     creds: Credentials | None
-    exchange: ExchangeReply | None = None
+    exchange: ExchangeReply | None = field(default=None, repr=False)  # it holds the NATS seed
     remove_cursors: bool = False
 
 

@@ -18,19 +18,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pykka
 
 from ppz import __version__, handlers, home
 from ppz.actors.connector import ConnectLoopActor, Kick
-from ppz.actors.cursors import CursorsActor
+from ppz.actors.cursors import CursorsActor, CursorsProxy
 from ppz.actors.follows import FollowActor
-from ppz.actors.heartbeats import HeartbeatsActor
+from ppz.actors.heartbeats import HeartbeatsActor, HeartbeatsProxy
 from ppz.actors.ipc import IpcAcceptorActor
-from ppz.actors.nats import ConnView, NatsActor
-from ppz.actors.refresh import RefreshActor, nats_url_override
-from ppz.actors.state import StateActor, StateView
+from ppz.actors.nats import ConnView, NatsActor, NatsProxy
+from ppz.actors.refresh import RefreshActor, RefreshProxy, nats_url_override
+from ppz.actors.state import StateActor, StateProxy, StateView
 from ppz.aioloop import LoopThread
 from ppz.eventlog import EventLog
 from ppz.home import Home
@@ -191,9 +191,10 @@ class Daemon:
         # started before the actors that use it and stopped after all of them.
         loop = self._loop = LoopThread("ppz-nats")
         loop.start()
-        heartbeats = HeartbeatsActor.start().proxy()
-        cursors = CursorsActor.start(home_=self.home).proxy()
-        state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box).proxy()
+        # The identity listeners (heartbeats, cursors, NATS, refresh) get the state actor's
+        # IdentityChanged broadcast through pykka's registry: no wiring after start.
+        heartbeats = cast(HeartbeatsProxy, HeartbeatsActor.start().proxy())
+        cursors = cast(CursorsProxy, CursorsActor.start(home_=self.home).proxy())
         system_ref: list[System] = []
         connector = ConnectLoopActor.start(attempt=lambda: connect_attempt(system_ref[0]))
 
@@ -203,21 +204,21 @@ class Daemon:
             except pykka.ActorDeadError:
                 pass
 
-        nats = NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
-                               heartbeats=heartbeats.actor_ref,
-                               kick_connect=kick, nats_url_override=nats_url_override(),
-                               refresh_box=refresh_box).proxy()
-        refresh = RefreshActor.start(server=server, state=state, nats=nats,
-                                     view_box=refresh_box).proxy()
-        state.connect_peers(refresh=refresh, nats=nats, heartbeats=heartbeats, kick_connect=kick,
-                            on_logged_out=lambda: None).get()
+        state = cast(StateProxy, StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box,
+                                                  kick_connect=kick).proxy())
+        nats = cast(NatsProxy, NatsActor.start(events=self.events, view_box=nats_box, loop_thread=loop,
+                                               heartbeats=heartbeats.actor_ref,
+                                               kick_connect=kick, nats_url_override=nats_url_override(),
+                                               refresh_box=refresh_box).proxy())
+        refresh = cast(RefreshProxy, RefreshActor.start(server=server, state=state, nats=nats,
+                                                        view_box=refresh_box).proxy())
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
             cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
             refresh_box=refresh_box, nats_box=nats_box,
         )
         system_ref.append(self.system)
-        for ref in (heartbeats.actor_ref, cursors.actor_ref, state.actor_ref, connector,
+        for ref in (heartbeats.actor_ref, cursors.actor_ref, connector, state.actor_ref,
                     nats.actor_ref, refresh.actor_ref):
             await_started(ref)
 

@@ -451,8 +451,16 @@ def remove_logout_files(home: Home) -> list[str]:
     ``logout: cannot remove <path>: <reason>`` after the remaining paths were tried.
     ``namespace.json`` is kept.
     """
+    return remove_paths(home.credentials, home.current_json, home.legacy_current, home.cursors_dir)
+
+
+def remove_paths(*paths: Path) -> list[str]:
+    """Delete each path (a directory with its contents), as :func:`remove_logout_files` does.
+
+    The daemon splits logout's removals between their owners: ``StateActor`` deletes the
+    credential files, ``CursorsActor`` the cursor directory."""
     errors = []
-    for path in (home.credentials, home.current_json, home.legacy_current, home.cursors_dir):
+    for path in paths:
         try:
             _remove_tree(path)
         except OSError as err:

@@ -7,8 +7,12 @@ snapshots actors hand each other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ppz.home import Credentials
+    from ppz.serverclient import ExchangeReply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +105,25 @@ class ConnectionSwapped:
 
     old_nc_id: str
     new_nc_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentityChanged:
+    """StateActor's one broadcast: the credential or account changed or disappeared (a login, a
+    logout, a reload that finds another identity or none). Refresh, Nats, Heartbeats and
+    Cursors each react and answer with the problems they met (``Logout`` reports them).
+
+    ``caller`` names the transition in the event log (``handleLogin``, ``handleLogout``,
+    ``watchState-creds-gone``, ``watchState-creds-changed``); ``creds`` is the new identity,
+    None when logged out; ``exchange`` is the login's exchange reply (the refresh loop starts
+    with it, the NATS URL comes from it); ``remove_cursors`` is set by the ``Logout`` verb,
+    which deletes ``cursors/`` with the credential (home.md §6).
+    """
+
+    caller: str
+    creds: Credentials | None
+    exchange: ExchangeReply | None = field(default=None, repr=False)  # it holds the NATS seed
+    remove_cursors: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,11 +12,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ppz import __version__, errors
-from ppz.actors.nats import ConnView
-from ppz.actors.state import StateView
+from ppz.actors.cursors import CursorsProxy
+from ppz.actors.heartbeats import HeartbeatsProxy
+from ppz.actors.nats import ConnView, NatsProxy
+from ppz.actors.refresh import RefreshProxy
+from ppz.actors.state import StateProxy, StateView
 from ppz.home import Credentials, Home
 from ppz.messages import RefreshView, SourcesListed
 from ppz.published import Published
@@ -30,11 +32,11 @@ class System:
     """Everything a request handler needs; built once by ``bootstrap``."""
 
     home: Home
-    state: Any
-    refresh: Any
-    nats: Any
-    heartbeats: Any
-    cursors: Any
+    state: StateProxy
+    refresh: RefreshProxy
+    nats: NatsProxy
+    heartbeats: HeartbeatsProxy
+    cursors: CursorsProxy
     kick_connect: Callable[[], None]
     server: ServerClient
     state_box: Published[StateView]

@@ -20,7 +20,7 @@ from ppz.handlers.sources import complete
 from ppz.home import Credentials, Home, load_state
 from ppz.messages import RefreshView
 from ppz.published import Published
-from ppz.serverclient import SourceInfo
+from ppz.serverclient import ExchangeReply, SourceInfo
 from ppz.system import System
 
 CREDS = Credentials(url="http://127.0.0.1:1", api_key="ppz_0123456789abcdef0123456789",
@@ -85,6 +85,13 @@ class FakeServer:
         return list(SOURCES)
 
 
+def install_login(state: Any, creds: Credentials) -> None:
+    """A login as the Login handler installs it (no identity listener runs here)."""
+    exchange = ExchangeReply(nats_user_jwt="", nats_user_seed="", expires_at=0.0, received_at=0.0,
+                             nats_url="", account_id=creds.account_id, account_name=creds.account_name)
+    state.install_login(creds, exchange).get().wait()
+
+
 class Rig:
     def __init__(self, root: Path, creds: Credentials | None) -> None:
         home = Home.at(root)
@@ -92,11 +99,8 @@ class Rig:
         box: Published[StateView] = Published(StateView())
         proxy = StateActor.start(home_=home, loaded=load_state(home), view_box=box).proxy()
         self.peers = Mock()
-        proxy.connect_peers(refresh=self.peers.refresh, nats=self.peers.nats,
-                            heartbeats=self.peers.heartbeats, kick_connect=self.peers.kick_connect,
-                            on_logged_out=self.peers.on_logged_out).get()
         if creds is not None:
-            proxy.install_login(creds).get()
+            install_login(proxy, creds)
         self.state = CountingState(proxy)
         self.server = FakeServer(self.state)
         self.sys = System(home=home, state=self.state, refresh=self.peers.refresh, nats=self.peers.nats,
@@ -155,7 +159,7 @@ def test_logged_out_is_stale_without_a_listing(tmp_path: Path) -> None:
 
 
 def test_a_listing_for_a_replaced_identity_is_not_kept(rig: Rig) -> None:
-    rig.server.during = lambda: rig.state.install_login(OTHER).get()
+    rig.server.during = lambda: install_login(rig.state, OTHER)
     assert rig.complete() == STALE
     assert rig.state.completion().get() is None  # the other account's snapshot is still cold
     rig.server.during = None
@@ -178,7 +182,7 @@ def test_a_newer_identity_does_not_join_an_older_flight(rig: Rig) -> None:
     thread = threading.Thread(target=lambda: first.append(rig.complete()))
     thread.start()
     assert started.wait(10)
-    rig.state.install_login(OTHER).get()
+    install_login(rig.state, OTHER)
     assert rig.complete() == WARM
     release.set()
     thread.join(10)

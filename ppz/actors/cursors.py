@@ -5,6 +5,11 @@ serialises them (no lock). A drain asks where to start (``get``) and seeds or ad
 an ask, so the file is written before its reply; a follow tells ``Advance`` from its own
 actor, whose flushes are already coalesced (at most every 50 ms under backlog, always before
 its socket closes), and anything that asks later is answered after that write.
+
+It reacts to ``IdentityChanged``: the ``Logout`` verb's broadcast makes it delete
+``cursors/`` in its own mailbox, between two writes, and while logged out it writes nothing,
+so a follow's last flush or a drain that ends after the logout cannot bring a cursor back
+(behaviour 21: after logging in again every retained message is unread).
 """
 
 from __future__ import annotations
@@ -13,22 +18,28 @@ import logging
 from typing import Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
+from ppz import home
+from ppz.actors.identity import IdentityListener
 from ppz.cursors import CursorEntry
 from ppz.home import CursorStore, Home
-from ppz.messages import Advance
+from ppz.messages import Advance, IdentityChanged
 
 logger = logging.getLogger(__name__)
 
 
-class CursorsActor(pykka.ThreadingActor):
+class CursorsActor(IdentityListener):
     """Owns the cursor files; see the module docstring."""
 
     use_daemon_thread = True
 
     def __init__(self, *, home_: Home) -> None:
         super().__init__()
+        self._home = home_
         self._store = CursorStore(home_)
+        # False from a logout (or the credential disappearing) until the next identity.
+        self._logged_in = True
 
     def load(self, session: str) -> dict[str, CursorEntry]:
         """All entries of a session (a fresh dict: the caller may keep it)."""
@@ -38,20 +49,39 @@ class CursorsActor(pykka.ThreadingActor):
         return self._store.get(session, key)
 
     def seed(self, session: str, key: str, seq: int, created: int) -> bool:
-        return self._store.seed(session, key, seq, created)
+        """Seed an entry (see ``CursorStore.seed``); logged out, nothing is written."""
+        return self._logged_in and self._store.seed(session, key, seq, created)
 
     def advance(self, session: str, key: str, seq: int, created: int) -> bool:
-        """Advance and report the write; OSError reaches the asking caller."""
-        return self._store.advance(session, key, seq, created)
+        """Advance and report the write; OSError reaches the asking caller. Logged out,
+        nothing is written."""
+        return self._logged_in and self._store.advance(session, key, seq, created)
+
+    def on_identity_changed(self, change: IdentityChanged) -> list[str]:
+        self._logged_in = change.creds is not None
+        if change.remove_cursors:
+            return home.remove_paths(self._home.cursors_dir)
+        return []
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case Advance(session=session, key=key, seq=seq, created=created):
                 try:
-                    self._store.advance(session, key, seq, created)
+                    self.advance(session, key, seq, created)
                 except OSError as exc:
                     # The follow's next flush carries a higher or equal sequence and retries.
                     logger.warning("cursor write for session %s failed: %s", session, exc)
+            case IdentityChanged():
+                return self.react(message)
             case _:
                 logger.warning("CursorsActor: unexpected message %r", message)
         return None
+
+
+class CursorsProxy(ActorMemberMixin, pykka.ActorProxy[CursorsActor]):
+    """The typed proxy of :class:`CursorsActor`."""
+
+    load = proxy_method(CursorsActor.load)
+    get = proxy_method(CursorsActor.get)
+    seed = proxy_method(CursorsActor.seed)
+    advance = proxy_method(CursorsActor.advance)

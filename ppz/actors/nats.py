@@ -25,9 +25,12 @@ from typing import Any, TypeVar
 import nkeys
 import pykka
 from nats.aio.client import Client as NatsClient
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors, names
 from ppz.actors.follows import FollowActor
+from ppz.actors.heartbeats import HeartbeatsActor
+from ppz.actors.identity import IdentityListener
 from ppz.aioloop import LoopThread
 from ppz.envelope import Envelope
 from ppz.eventlog import Event, EventLog
@@ -37,6 +40,7 @@ from ppz.messages import (
     ConnectionSwapped,
     CredentialChanged,
     CredentialSnapshot,
+    IdentityChanged,
     ProbeFinished,
     RecordEvent,
     RefreshView,
@@ -159,7 +163,7 @@ class _Installed:
     subs: list[Any] = field(default_factory=list)
 
 
-class NatsActor(pykka.ThreadingActor):
+class NatsActor(IdentityListener):
     """Owns the NATS connection; see the module docstring."""
 
     use_daemon_thread = True
@@ -170,7 +174,7 @@ class NatsActor(pykka.ThreadingActor):
         events: EventLog,
         view_box: Published[ConnView],
         loop_thread: LoopThread,
-        heartbeats: Any = None,
+        heartbeats: pykka.ActorRef[HeartbeatsActor] | None = None,
         kick_connect: Callable[[], None] | None = None,
         nats_url_override: str = "",
         refresh_box: Published[RefreshView] | None = None,
@@ -261,6 +265,17 @@ class NatsActor(pykka.ThreadingActor):
         self._snapshot = None
         self._publish()
 
+    def on_identity_changed(self, change: IdentityChanged) -> list[str]:
+        """A login adopts its NATS URL and account (its ``rebuild`` swaps the old connection
+        out once the new one is dialled). Any other change forgets the URL and the dial error
+        and swaps the connection to nothing, which closes every follow (daemon.md §5.2)."""
+        if change.creds is not None and change.exchange is not None:
+            self.set_target(change.exchange.nats_url, change.exchange.account_id)
+            return []
+        self.forget()
+        self.swap_to_nothing(change.caller)
+        return []
+
     # --- events ----------------------------------------------------------------------
 
     def _jwt_exp(self) -> int:
@@ -297,6 +312,8 @@ class NatsActor(pykka.ThreadingActor):
                 self._rotate_in_place()
             case ProbeFinished():
                 self._on_probe_finished(message)
+            case IdentityChanged():
+                return self.react(message)
             case _:
                 logger.warning("NatsActor: unexpected message %r", message)
         return None
@@ -744,3 +761,18 @@ def decode_payload(data: bytes) -> str | None:
         return Envelope.decode(data).payload
     except Exception:  # noqa: BLE001 - undecodable beats are ignored
         return None
+
+
+class NatsProxy(ActorMemberMixin, pykka.ActorProxy[NatsActor]):
+    """The typed proxy of :class:`NatsActor`."""
+
+    view = proxy_method(NatsActor.view)
+    set_target = proxy_method(NatsActor.set_target)
+    forget = proxy_method(NatsActor.forget)
+    events = proxy_method(NatsActor.events)
+    rebuild = proxy_method(NatsActor.rebuild)
+    swap_to_nothing = proxy_method(NatsActor.swap_to_nothing)
+    arm_watch = proxy_method(NatsActor.arm_watch)
+    disarm_watch = proxy_method(NatsActor.disarm_watch)
+    wake_watches = proxy_method(NatsActor.wake_watches)
+    report_failure = proxy_method(NatsActor.report_failure)

@@ -4,6 +4,9 @@ It owns jwt/seed/exp, the generation counter, the refresh timer and every call t
 ``/api/v1/auth/exchange`` after login. Its mailbox makes refreshes single-flight: a
 ``refresh_now_if_due`` that arrives while a refresh runs waits for it, then finds the
 credential fresh. A new credential goes to ``NatsActor`` as an immutable snapshot.
+
+It reacts to ``IdentityChanged``: a login starts the loop with the login's exchange reply,
+any other identity change (logout, a credential changed or gone on disk) stops it.
 """
 
 from __future__ import annotations
@@ -13,15 +16,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors
+from ppz.actors.identity import IdentityListener
 from ppz.home import Credentials
 from ppz.messages import (
     CredentialChanged,
     CredentialSnapshot,
+    IdentityChanged,
     LoginChecked,
     RecordEvent,
     RefreshTick,
@@ -30,6 +36,10 @@ from ppz.messages import (
 )
 from ppz.published import Published
 from ppz.serverclient import ExchangeError, ExchangeReply, ServerClient
+
+if TYPE_CHECKING:
+    from ppz.actors.nats import NatsProxy
+    from ppz.actors.state import StateProxy
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +54,7 @@ def refresh_lead(exp: float, received_at: float) -> float:
     return max(0.0, min(MAX_LEAD, (exp - received_at) / 2.0))
 
 
-class RefreshActor(pykka.ThreadingActor):
+class RefreshActor(IdentityListener):
     """Owns the credential lifetime; see the module docstring."""
 
     use_daemon_thread = True
@@ -53,8 +63,8 @@ class RefreshActor(pykka.ThreadingActor):
         self,
         *,
         server: ServerClient,
-        state: Any,
-        nats: Any,
+        state: StateProxy,
+        nats: NatsProxy,
         view_box: Published[RefreshView],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,6 +126,13 @@ class RefreshActor(pykka.ThreadingActor):
         self._publish()
         self._nats.actor_ref.tell(CredentialChanged(snapshot=self._snapshot()))
 
+    def on_identity_changed(self, change: IdentityChanged) -> list[str]:
+        if change.creds is not None and change.exchange is not None:
+            self.start_loop(change.creds, change.exchange)  # a login
+        else:
+            self.stop_loop()
+        return []
+
     def stop_loop(self) -> None:
         """Stop the loop (logout, identity change). Idempotent."""
         self._cancel_timer()
@@ -173,6 +190,8 @@ class RefreshActor(pykka.ThreadingActor):
                     pass  # recorded and rescheduled by _refresh
             case RefreshTick():
                 pass  # a tick of a stopped or replaced loop
+            case IdentityChanged():
+                return self.react(message)
             case _:
                 logger.warning("RefreshActor: unexpected message %r", message)
         return None
@@ -251,3 +270,13 @@ class RefreshActor(pykka.ThreadingActor):
 def nats_url_override() -> str:
     """``PPZ_NATS_URL``, which replaces the exchange reply's ``nats_url``."""
     return os.environ.get("PPZ_NATS_URL", "")
+
+
+class RefreshProxy(ActorMemberMixin, pykka.ActorProxy[RefreshActor]):
+    """The typed proxy of :class:`RefreshActor`."""
+
+    view = proxy_method(RefreshActor.view)
+    start_loop = proxy_method(RefreshActor.start_loop)
+    stop_loop = proxy_method(RefreshActor.stop_loop)
+    bootstrap = proxy_method(RefreshActor.bootstrap)
+    refresh_now_if_due = proxy_method(RefreshActor.refresh_now_if_due)

@@ -5,8 +5,10 @@ credential, session → current handle, session → namespace, the three source 
 login check, and the 50 ms poller / SIGHUP reload (all-or-nothing). It also keeps the streams
 a lookup found per connection (``StreamSeen``/``StreamGone``/``StreamsForgotten`` tells from
 handlers and the loop), published in :class:`StateView` for the warm Send path. When the identity
-changes or disappears it *tells* the refresh loop, the connection owner and the heartbeat
-cache; it never asks them, so no ask can come back to it in a cycle.
+changes or disappears (login, logout, reload) it broadcasts one ``IdentityChanged`` to the
+refresh loop, the connection owner, the heartbeat cache and the cursor owner
+(:mod:`ppz.actors.identity`); it never waits for their reactions, so no ask can come back to
+it in a cycle, and hands them to the caller that must wait (the ``Login``/``Logout`` handler).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from types import MappingProxyType
 from typing import Any
 
 import pykka
+from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import errors, home, names
+from ppz.actors.identity import IdentityReactions, broadcast_identity
 from ppz.home import Credentials, Home, LoadedState
 from ppz.messages import (
+    IdentityChanged,
     LoginChecked,
     Poll,
     Reload,
@@ -34,6 +39,7 @@ from ppz.messages import (
     StreamsForgotten,
 )
 from ppz.published import Published
+from ppz.serverclient import ExchangeReply
 
 logger = logging.getLogger(__name__)
 
@@ -119,15 +125,6 @@ def _identity(creds: Credentials | None) -> tuple[str, str, str] | None:
     return None if creds is None else (creds.url, creds.api_key, creds.account_id)
 
 
-@dataclass(slots=True)
-class _Peers:
-    refresh: Any = None
-    nats: Any = None
-    heartbeats: Any = None
-    kick_connect: Callable[[], None] = field(default=lambda: None)
-    on_logged_out: Callable[[], None] = field(default=lambda: None)
-
-
 def session_key(session: str) -> str:
     """An empty session means ``default``."""
     return session or DEFAULT_SESSION
@@ -138,11 +135,12 @@ class StateActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, *, home_: Home, loaded: LoadedState, view_box: Published[StateView]) -> None:
+    def __init__(self, *, home_: Home, loaded: LoadedState, view_box: Published[StateView],
+                 kick_connect: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self._home = home_
         self._view_box = view_box
-        self._peers = _Peers()
+        self._kick_connect = kick_connect
         self._creds: Credentials | None = None
         self._current: dict[str, str] = {}
         self._namespace: dict[str, str] = {}
@@ -153,12 +151,6 @@ class StateActor(pykka.ThreadingActor):
         self._apply_loaded(loaded)
         self._signatures = self._read_signatures()
         self._reported_errors: set[str] = set()
-
-    def connect_peers(self, *, refresh: Any, nats: Any, heartbeats: Any,
-                      kick_connect: Callable[[], None], on_logged_out: Callable[[], None]) -> None:
-        """Wire the peers this actor tells about identity changes (set once, at start)."""
-        self._peers = _Peers(refresh=refresh, nats=nats, heartbeats=heartbeats,
-                             kick_connect=kick_connect, on_logged_out=on_logged_out)
 
     # --- views ------------------------------------------------------------------------------
 
@@ -256,43 +248,36 @@ class StateActor(pykka.ThreadingActor):
         self._login_check = ""
         self._publish()
         after = self._creds
-        p = self._peers
         if after is None:
             if before is not None:
                 logger.info("credentials gone: logged out")
-            p.refresh.stop_loop()
-            p.nats.forget()
-            p.heartbeats.clear()
-            p.nats.swap_to_nothing("watchState-creds-gone")
-            p.on_logged_out()
-        elif before is None or (before.url, before.api_key, before.account_id) != (
-            after.url, after.api_key, after.account_id,
-        ):
+            broadcast_identity(IdentityChanged(caller="watchState-creds-gone", creds=None))
+        elif _identity(before) != _identity(after):
             logger.info("identity changed on disk: reconnecting")
-            p.refresh.stop_loop()
-            p.nats.forget()
-            p.heartbeats.drop_other_accounts(after.account_id)
-            p.nats.swap_to_nothing("watchState-creds-changed")
-            p.kick_connect()
+            broadcast_identity(IdentityChanged(caller="watchState-creds-changed", creds=after))
+            # Queued behind the broadcast in every listener's mailbox, the connect loop's
+            # ensure-NATS finds the old loop stopped and the old connection gone.
+            self._kick_connect()
 
     # --- login / logout / persistence -------------------------------------------------------------
 
-    def install_login(self, creds: Credentials) -> str:
-        """Persist and install a fresh login; returns the previous account id.
+    def install_login(self, creds: Credentials, exchange: ExchangeReply) -> IdentityReactions:
+        """Persist and install a fresh login made with ``exchange`` (ipc.md §7.2 steps 2–5),
+        and broadcast it; the caller waits for the reactions.
 
-        Raises E_INTERNAL (and changes nothing) when the credential cannot be written.
+        Raises E_INTERNAL (and changes nothing, broadcasts nothing) when the credential cannot
+        be written.
         """
         try:
             home.write_credentials(self._home.credentials, creds)
         except OSError as exc:
             raise errors.PpzError(errors.E_INTERNAL, f"cannot write credentials: {exc}") from None
-        previous = self._creds.account_id if self._creds else ""
         self._creds = creds
         self._note_own_write(credentials=True)
         self._reset_caches()
         self._login_check = "ok"
         self._publish()
-        return previous
+        return broadcast_identity(IdentityChanged(caller="handleLogin", creds=creds, exchange=exchange))
 
     def persist_credentials(self, creds: Credentials) -> str:
         """Write a rotated or adopted credential (refresh, cold exchange) without resetting caches.
@@ -311,9 +296,12 @@ class StateActor(pykka.ThreadingActor):
             self._note_own_write(credentials=True)
         return ""
 
-    def logout(self) -> list[str]:
-        """Delete the logout files and clear the in-memory identity; returns removal errors."""
-        problems = home.remove_logout_files(self._home)
+    def logout(self) -> IdentityReactions:
+        """The ``Logout`` verb (ipc.md §7.3): delete the credential files, clear the in-memory
+        identity and broadcast it (the cursor owner deletes ``cursors/``); the caller waits for
+        the reactions, which carry every removal error."""
+        problems = home.remove_paths(self._home.credentials, self._home.current_json,
+                                     self._home.legacy_current)
         self._creds = None
         self._current.clear()
         self._legacy_pending = False
@@ -321,7 +309,8 @@ class StateActor(pykka.ThreadingActor):
         self._login_check = ""
         self._note_own_write(credentials=True, current=True)
         self._publish()
-        return problems
+        return broadcast_identity(IdentityChanged(caller="handleLogout", creds=None, remove_cursors=True),
+                                  tuple(problems))
 
     def set_login_check(self, value: str) -> None:
         if self._creds is not None:
@@ -442,3 +431,25 @@ class StateActor(pykka.ThreadingActor):
             self._sources_listed(sources)
         if not flight.result.done():
             flight.result.set_result(self.completion() if same_identity else None)
+
+
+class StateProxy(ActorMemberMixin, pykka.ActorProxy[StateActor]):
+    """The typed proxy of :class:`StateActor`."""
+
+    view = proxy_method(StateActor.view)
+    session = proxy_method(StateActor.session)
+    install_login = proxy_method(StateActor.install_login)
+    persist_credentials = proxy_method(StateActor.persist_credentials)
+    logout = proxy_method(StateActor.logout)
+    set_login_check = proxy_method(StateActor.set_login_check)
+    set_current = proxy_method(StateActor.set_current)
+    clear_current_everywhere = proxy_method(StateActor.clear_current_everywhere)
+    set_namespace = proxy_method(StateActor.set_namespace)
+    remember = proxy_method(StateActor.remember)
+    forget_handle = proxy_method(StateActor.forget_handle)
+    is_known = proxy_method(StateActor.is_known)
+    manifold = proxy_method(StateActor.manifold)
+    completion = proxy_method(StateActor.completion)
+    remember_known = proxy_method(StateActor.remember_known)
+    claim_completion = proxy_method(StateActor.claim_completion)
+    finish_completion_load = proxy_method(StateActor.finish_completion_load)

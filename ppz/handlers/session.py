@@ -123,26 +123,24 @@ def login(system: System, p: dict[str, Any]) -> dict[str, Any]:
         nats_user_jwt=reply.nats_user_jwt,
         nats_user_seed=reply.nats_user_seed,
     )
-    previous_account = system.state.install_login(creds).get()
-    system.nats.set_target(reply.nats_url, reply.account_id).get()
-    system.refresh.start_loop(creds, reply).get()
+    # Steps 2–5 and 7: the state actor installs the login and broadcasts IdentityChanged; the
+    # refresh loop starts with the reply, the connection owner adopts its NATS URL, the
+    # heartbeat cache keeps only the new account's rows and beats.
+    system.state.install_login(creds, reply).get().wait()
     try:
         system.nats.rebuild("handleLogin").get()
     except errors.PpzError as exc:
         logger.warning("login: NATS dial failed (%s); connecting in the background", exc.message)
         system.nats.swap_to_nothing("handleLogin").get()
         system.kick_connect()
-    if previous_account and previous_account != reply.account_id:
-        system.heartbeats.drop_other_accounts(reply.account_id).get()
     return {"url": url, "key_prefix": creds.key_prefix, "account_id": reply.account_id}
 
 
 def logout(system: System, p: dict[str, Any]) -> dict[str, Any]:
-    system.refresh.stop_loop().get()
-    system.nats.forget().get()
-    problems = system.state.logout().get()
-    system.heartbeats.clear().get()
-    system.nats.swap_to_nothing("handleLogout").get()
+    # The state actor deletes the credential files and broadcasts IdentityChanged: the refresh
+    # loop stops, the connection owner forgets its URL and swaps to nothing (follows close),
+    # the heartbeat cache clears and the cursor owner deletes cursors/.
+    problems = system.state.logout().get().wait()
     if problems:
         raise errors.PpzError(errors.E_INTERNAL, "; ".join(problems))
     return {}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ppz.actors.heartbeats import HeartbeatsActor
-from ppz.messages import Beat, HeartbeatRow
+from ppz.messages import Beat, HeartbeatRow, IdentityChanged
 
-ACCT_A = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
-ACCT_B = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+from .identities import ACCT_A, ACCT_B, CREDS_GONE, LOGOUT, creds_changed, creds_of, login
 
 
 def beat(handle: str, account_id: str = ACCT_A, payload: str = '{"n":1}', at: float = 1.0) -> Beat:
@@ -84,3 +83,42 @@ def test_an_unexpected_message_does_not_kill_the_actor(heartbeats) -> None:
     tell(heartbeats, beat("alice"))
     assert [r.handle for r in heartbeats.snapshot(ACCT_A).get()] == ["alice"]
     assert heartbeats.actor_ref.is_alive()
+
+
+# --- IdentityChanged (daemon.md §7.3; ipc.md §7.2 step 7, §7.3 step 3) -----------------------------
+
+@pytest.mark.parametrize(
+    "change", [login(creds_of(ACCT_B)), creds_changed(creds_of(ACCT_B))], ids=["login", "creds-changed"],
+)
+def test_an_identity_of_another_account_drops_the_old_rows_and_the_old_accounts_later_beats(
+    heartbeats, change: IdentityChanged
+) -> None:
+    tell(heartbeats, beat("alice"), beat("bob", ACCT_B))
+    assert heartbeats.actor_ref.ask(change) == []
+    assert heartbeats.snapshot(ACCT_A).get() == []
+    assert [r.handle for r in heartbeats.snapshot(ACCT_B).get()] == ["bob"]
+    # The old connection's presence subscription still delivers during the login's dial
+    # window: its beats are not stamped, the new account's are.
+    straggler, fresh = beat("carol"), beat("dave", ACCT_B)
+    tell(heartbeats, straggler, fresh)
+    assert heartbeats.snapshot(ACCT_A).get() == []
+    assert [r.handle for r in heartbeats.snapshot(ACCT_B).get()] == ["bob", "dave"]
+
+
+def test_a_login_into_the_same_account_keeps_the_rows(heartbeats) -> None:
+    alice = beat("alice")
+    tell(heartbeats, alice)
+    assert heartbeats.actor_ref.ask(login(creds_of(ACCT_A))) == []
+    assert heartbeats.snapshot(ACCT_A).get() == [row(alice)]
+
+
+@pytest.mark.parametrize("change", [LOGOUT, CREDS_GONE], ids=["logout", "creds-gone"])
+def test_logged_out_clears_the_cache(heartbeats, change: IdentityChanged) -> None:
+    heartbeats.actor_ref.ask(login(creds_of(ACCT_A)))
+    tell(heartbeats, beat("alice"), beat("bob", ACCT_B))
+    assert heartbeats.actor_ref.ask(change) == []
+    assert heartbeats.snapshot(ACCT_A).get() == []
+    assert heartbeats.snapshot(ACCT_B).get() == []
+    # Unscoped again: the next login's account is stamped whatever the previous one was.
+    tell(heartbeats, beat("carol", ACCT_B))
+    assert [r.handle for r in heartbeats.snapshot(ACCT_B).get()] == ["carol"]

@@ -26,10 +26,11 @@ from ppz.actors.nats import ConnView, classify_dial_error, presence_handle
 from ppz.envelope import new_envelope
 from ppz.errors import PpzError
 from ppz.eventlog import Event
-from ppz.messages import Beat, RecordEvent, RefreshView, Rotate, RotationDue
+from ppz.messages import Beat, IdentityChanged, RecordEvent, RefreshView, Rotate, RotationDue
 from ppz.published import Published
 from ppz.server import natsjwt
 
+from .identities import LOGOUT, NOT_A_LOGIN, creds_of, login
 from .natsserver import (  # noqa: F401 - nats_servers_fixture is a fixture
     ACCT,
     Harness,
@@ -614,3 +615,46 @@ def test_stopping_the_actor_closes_the_connection(connected: Harness) -> None:
     assert client.is_closed
     with pytest.raises(pykka.ActorDeadError):
         connected.proxy.view().get()
+
+
+# --- IdentityChanged (ipc.md §7.2 steps 4 and 6, §7.3 steps 1 and 4; home.md §5.3) ------------------
+
+@NOT_A_LOGIN
+def test_an_identity_change_other_than_a_login_forgets_the_url_and_swaps_to_nothing(
+    connected: Harness, change: IdentityChanged
+) -> None:
+    assert connected.proxy.actor_ref.ask(change) == []
+    assert new_events(connected, 2)[0] == ("swap", change.caller, "", f"old={nc(1)} new=-")
+    view = connected.view()
+    assert (view.nc, view.url, view.dial_error) == (None, "", None)
+    connected.proxy.rebuild("ensureNATS").get()  # no URL and no credential: nothing is dialled
+    assert connected.types().count("connect") == 1
+
+
+def test_a_logout_without_a_connection_forgets_the_dial_error_and_swaps_nothing(
+    tmp_path: Path, refused_url: str
+) -> None:
+    h = start_nats_actor(tmp_path, refused_url)
+    with pytest.raises(PpzError):
+        h.proxy.rebuild("ensureNATS").get()
+    assert h.proxy.actor_ref.ask(LOGOUT) == []
+    assert (h.view().dial_error, h.view().url) == (None, "")
+    assert h.events() == []
+
+
+def test_a_login_adopts_its_nats_url_and_account_and_its_rebuild_swaps(
+    connected: Harness, nats_servers: NatsServers
+) -> None:
+    other = nats_servers()
+    assert connected.proxy.actor_ref.ask(login(creds_of(OTHER_ACCT), other.url)) == []
+    view = connected.view()
+    # The broadcast itself swaps nothing: the old connection serves until the login's rebuild.
+    assert (view.url, view.nc_id, view.state()) == (other.url, nc(1), "connected")
+    assert connected.types() == ["swap", "connect"]
+    connected.give(credential(2, EXP))
+    connected.proxy.rebuild("handleLogin").get()
+    assert new_events(connected, 2)[0] == ("swap", "handleLogin", nc(2), f"old={nc(1)} new={nc(2)}")
+    # Presence is armed under the login's account on the new server.
+    publish(connected.view(), f"{OTHER_ACCT}._presence.agent-b", beat_body("new account"))
+    wait_until(lambda: len(beats(connected)) >= 1, "a beat of the new account")
+    assert [(b.account_id, b.payload) for b in beats(connected)] == [(OTHER_ACCT, "new account")]

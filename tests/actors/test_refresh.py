@@ -22,6 +22,7 @@ from ppz.home import Credentials
 from ppz.messages import (
     CredentialChanged,
     CredentialSnapshot,
+    IdentityChanged,
     LoginChecked,
     RecordEvent,
     RefreshTick,
@@ -31,6 +32,7 @@ from ppz.messages import (
 from ppz.published import Published
 from ppz.serverclient import ExchangeError, ExchangeReply, ServerClient
 
+from .identities import NOT_A_LOGIN
 from .polling import wait_until
 
 pytestmark = pytest.mark.timeout(20)
@@ -160,6 +162,35 @@ def test_stop_loop_clears_the_view_and_is_idempotent(rig: Rig) -> None:
     rig.proxy.stop_loop().get()
     rig.proxy.stop_loop().get()
     assert rig.view == RefreshView()
+
+
+# --- IdentityChanged (ipc.md §7.2 step 5, §7.3 step 1; home.md §5.3) ------------------------------
+
+
+def test_a_login_broadcast_starts_the_loop_with_the_logins_exchange(clock: Clock) -> None:
+    r = Rig(clock)
+    login = reply(T0 + 300, T0, jwt="eyJ.login")
+    change = IdentityChanged(caller="handleLogin", creds=CREDS, exchange=login)
+    assert r.proxy.actor_ref.ask(change) == []
+    assert r.view == RefreshView(exchanged=True, exp=int(T0 + 300), lead=30.0, generation=1,
+                                 last_refresh_at=T0, timer_armed=True)
+    assert r.told_nats(CredentialChanged) == [
+        CredentialChanged(snapshot=CredentialSnapshot(jwt="eyJ.login", seed="SUA-eyJ.login",
+                                                      exp=int(T0 + 300), generation=1)),
+    ]
+    clock.t = T0 + 271  # due: the loop refreshes with the login's credential
+    r.server.exchange.return_value = reply(T0 + 600, clock.t, jwt="eyJ.jwt-2")
+    r.proxy.refresh_now_if_due().get()
+    r.server.exchange.assert_called_once_with(CREDS.url, CREDS.api_key, CREDS.account_id)
+
+
+@NOT_A_LOGIN
+def test_any_other_identity_change_stops_the_loop(rig: Rig, clock: Clock, change: IdentityChanged) -> None:
+    assert rig.proxy.actor_ref.ask(change) == []
+    assert rig.view == RefreshView()
+    clock.t = T0 + 280  # the old credential would be due now: nothing refreshes it
+    rig.proxy.refresh_now_if_due().get()
+    rig.server.exchange.assert_not_called()
 
 
 def test_ticks_of_a_stopped_loop_are_ignored(rig: Rig) -> None:

@@ -1,8 +1,9 @@
 """StateActor: identity, sessions, caches and the all-or-nothing reload.
 
 spec/home.md §4–§6, spec/daemon.md §2, spec/ipc.md §7.2–§7.3, behaviours 8–12. Every actor
-runs on a real ``$PPZ_HOME`` in ``tmp_path``; its peers (refresh loop, NATS owner, heartbeat
-cache) are mocked proxies, which it only tells.
+runs on a real ``$PPZ_HOME`` in ``tmp_path``; an identity listener records the ``IdentityChanged``
+broadcasts it sends (the refresh loop, NATS owner, heartbeat cache and cursor owner react to
+them in their own tests) and a mock stands for the connect loop's kick.
 """
 
 from __future__ import annotations
@@ -15,16 +16,27 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from unittest.mock import Mock, call
 
 import pytest
 
 from ppz import errors
+from ppz.actors.identity import IdentityListener
 from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, StateActor, StateView
 from ppz.home import Credentials, Home, load_state
-from ppz.messages import LoginChecked, Poll, Reload, SourcesListed, StreamGone, StreamSeen, StreamsForgotten
+from ppz.messages import (
+    IdentityChanged,
+    LoginChecked,
+    Poll,
+    Reload,
+    SourcesListed,
+    StreamGone,
+    StreamSeen,
+    StreamsForgotten,
+)
 from ppz.published import Published
 from ppz.serverclient import SourceInfo
+
+from .identities import exchange_for
 
 ACCT = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
 OTHER_ACCT = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
@@ -40,22 +52,27 @@ BOB = SourceInfo(handle="bob", manifold="team-a", kind="message", pipes=("notes"
 
 IDENTITY = (CREDS.url, CREDS.api_key, CREDS.account_id)
 
-CREDS_GONE = [
-    call.refresh.stop_loop(),
-    call.nats.forget(),
-    call.heartbeats.clear(),
-    call.nats.swap_to_nothing("watchState-creds-gone"),
-]
+CREDS_GONE = [IdentityChanged(caller="watchState-creds-gone", creds=None)]
 
 
-def creds_changed(account_id: str) -> list[Any]:
-    return [
-        call.refresh.stop_loop(),
-        call.nats.forget(),
-        call.heartbeats.drop_other_accounts(account_id),
-        call.nats.swap_to_nothing("watchState-creds-changed"),
-        call.kick_connect(),
-    ]
+def creds_changed(creds: Credentials) -> list[Any]:
+    return [IdentityChanged(caller="watchState-creds-changed", creds=creds), "kick_connect"]
+
+
+class Listener(IdentityListener):
+    """Records every IdentityChanged and answers with ``answer`` (a listener's problems)."""
+
+    def __init__(self, seen: list[IdentityChanged], answer: list[str]) -> None:
+        super().__init__()
+        self._seen = seen
+        self._answer = answer
+
+    def on_identity_changed(self, change: IdentityChanged) -> list[str]:
+        self._seen.append(change)
+        return list(self._answer)
+
+    def on_receive(self, message: Any) -> Any:
+        return self.react(message)
 
 
 # Seconds since the epoch, long ago and never twice the same: every file this test writes "as
@@ -81,21 +98,26 @@ def read_json(path: Path) -> Any:
 
 
 class Rig:
-    """A StateActor on a real home with mocked peers; ``peers.mock_calls`` records what it told."""
+    """A StateActor on a real home; ``identity_calls`` lists what it broadcast and kicked."""
 
     def __init__(self, root: Path) -> None:
         self.home = Home.at(root)
         self.box: Published[StateView] = Published(StateView())
-        self.peers = Mock()
+        self.seen: list[IdentityChanged] = []
+        self.kicks = 0
+        self.answer: list[str] = []
         self.proxy: Any = None
+        self.listener: Any = None
 
     def start(self) -> Rig:
         loaded = load_state(self.home)
-        self.proxy = StateActor.start(home_=self.home, loaded=loaded, view_box=self.box).proxy()
-        p = self.peers
-        self.proxy.connect_peers(refresh=p.refresh, nats=p.nats, heartbeats=p.heartbeats,
-                                 kick_connect=p.kick_connect, on_logged_out=p.on_logged_out).get()
+        self.listener = Listener.start(self.seen, self.answer)
+        self.proxy = StateActor.start(home_=self.home, loaded=loaded, view_box=self.box,
+                                      kick_connect=self.kick).proxy()
         return self
+
+    def kick(self) -> None:
+        self.kicks += 1
 
     def poll(self) -> None:
         self.proxy.actor_ref.ask(Poll())
@@ -111,8 +133,9 @@ class Rig:
         return self.proxy.session(session).get()
 
     def identity_calls(self) -> list[Any]:
-        """What the actor told the refresh loop, NATS owner, heartbeat cache and connect loop."""
-        return [c for c in self.peers.mock_calls if c[0] != "on_logged_out"]
+        """The IdentityChanged broadcasts the listener received, then one entry per kick."""
+        self.listener.proxy().actor_urn.get()  # behind every broadcast already sent
+        return [*self.seen, *["kick_connect"] * self.kicks]
 
     def warm(self) -> None:
         """Fill the three source caches and verify the login, as a successful server call does."""
@@ -121,16 +144,16 @@ class Rig:
         assert self.caches_warm()
 
     def assert_no_reload(self) -> None:
-        """Nothing was reloaded: caches warm, login check ``ok``, no peer told anything."""
+        """Nothing was reloaded: caches warm, login check ``ok``, nothing broadcast."""
         assert self.caches_warm()
         assert self.view.login_check == "ok"
-        assert self.peers.mock_calls == []
+        assert self.identity_calls() == []
 
     def assert_quiet_reload(self) -> None:
-        """A reload that kept the identity: caches and login check reset, no peer told anything."""
+        """A reload that kept the identity: caches and login check reset, nothing broadcast."""
         assert not self.caches_warm()
         assert self.view.login_check == ""
-        assert self.peers.mock_calls == []
+        assert self.identity_calls() == []
 
     def caches_warm(self) -> bool:
         known = self.proxy.is_known("bob").get()
@@ -169,7 +192,6 @@ def test_credentials_gone_on_disk_logs_out_and_tells_the_peers(rig: Rig, gone: s
     rig.poll()
     assert (rig.view.creds, rig.view.login_check) == (None, "")
     assert rig.identity_calls() == CREDS_GONE
-    rig.peers.on_logged_out.assert_called_once_with()
     assert not rig.caches_warm()
 
 
@@ -199,8 +221,7 @@ def test_identity_change_on_disk_swaps_to_nothing_and_kicks_the_connect_loop(
     put_json(rig.home.credentials, new.to_json())
     rig.poll()
     assert (rig.view.creds, rig.view.login_check) == (new, "")
-    assert rig.identity_calls() == creds_changed(new.account_id)
-    rig.peers.on_logged_out.assert_not_called()
+    assert rig.identity_calls() == creds_changed(new)
     assert not rig.caches_warm()
 
 
@@ -208,7 +229,7 @@ def test_credentials_written_by_another_process_while_logged_out_connect(logged_
     put_json(logged_out.home.credentials, CREDS.to_json())
     logged_out.poll()
     assert logged_out.view.creds == CREDS
-    assert logged_out.identity_calls() == creds_changed(ACCT)
+    assert logged_out.identity_calls() == creds_changed(CREDS)
 
 
 def test_a_new_jwt_for_the_same_identity_leaves_connection_and_loop_alone(rig: Rig) -> None:
@@ -318,10 +339,10 @@ NEW_LOGIN = Credentials(url="http://127.0.0.1:8080", api_key="ppz_fedcba98765432
 
 
 def test_install_logins_own_write_does_not_reload(rig: Rig) -> None:
-    assert rig.proxy.install_login(NEW_LOGIN).get() == ACCT
+    rig.proxy.install_login(NEW_LOGIN, exchange_for(NEW_LOGIN)).get().wait()
     rig.poll()
     assert (rig.view.creds, rig.view.login_check) == (NEW_LOGIN, "ok")
-    assert rig.peers.mock_calls == []
+    assert [c.caller for c in rig.identity_calls()] == ["handleLogin"]  # the login's own broadcast only
     assert read_json(rig.home.credentials) == NEW_LOGIN.to_json()
 
 
@@ -340,11 +361,10 @@ def test_set_current_own_write_does_not_reload(rig: Rig) -> None:
 
 
 def test_logout_own_deletions_do_not_reload(rig: Rig) -> None:
-    assert rig.proxy.logout().get() == []
+    assert rig.proxy.logout().get().wait() == []
     rig.poll()
-    # A reload would have told the peers "credentials gone": Logout's handler does that itself.
-    assert rig.peers.mock_calls == []
-    rig.peers.on_logged_out.assert_not_called()
+    # A reload would have broadcast "credentials gone" as well.
+    assert [c.caller for c in rig.identity_calls()] == ["handleLogout"]
 
 
 def test_an_own_write_to_current_json_does_not_hide_an_external_logout(rig: Rig) -> None:
@@ -365,25 +385,27 @@ def test_an_own_credentials_write_does_not_hide_an_external_current_json_edit(ri
 # --- login / persistence / logout -------------------------------------------------------------------
 
 
-def test_install_login_installs_resets_caches_and_marks_the_login_ok(rig: Rig) -> None:
+def test_install_login_installs_resets_caches_marks_the_login_ok_and_broadcasts(rig: Rig) -> None:
     rig.proxy.set_login_check("invalid").get()
-    previous = rig.proxy.install_login(NEW_LOGIN).get()
-    assert previous == ACCT
+    exchange = exchange_for(NEW_LOGIN)
+    assert rig.proxy.install_login(NEW_LOGIN, exchange).get().wait() == []
     assert (rig.view.creds, rig.view.login_check) == (NEW_LOGIN, "ok")
     assert not rig.caches_warm()
     assert rig.session().current == "alice"  # a login does not touch the sessions
+    assert rig.identity_calls() == [IdentityChanged(caller="handleLogin", creds=NEW_LOGIN, exchange=exchange)]
 
 
-def test_install_login_while_logged_out_returns_no_previous_account(logged_out: Rig) -> None:
-    assert logged_out.proxy.install_login(CREDS).get() == ""
+def test_install_login_while_logged_out_writes_the_credential(logged_out: Rig) -> None:
+    logged_out.proxy.install_login(CREDS, exchange_for(CREDS)).get().wait()
     assert read_json(logged_out.home.credentials) == CREDS.to_json()
 
 
 def test_install_login_that_cannot_write_changes_nothing(rig: Rig) -> None:
     _make_credentials_a_directory(rig.home)
     with pytest.raises(errors.PpzError) as caught:
-        rig.proxy.install_login(NEW_LOGIN).get()
+        rig.proxy.install_login(NEW_LOGIN, exchange_for(NEW_LOGIN)).get()
     assert caught.value.code == errors.E_INTERNAL
+    assert rig.identity_calls() == []
     assert (rig.view.creds, rig.view.login_check) == (CREDS, "ok")
     assert rig.caches_warm()
     assert sorted(p.name for p in rig.home.root.iterdir()) == ["credentials", "current.json"]
@@ -424,8 +446,10 @@ def test_logout_deletes_the_logout_files_and_keeps_namespace_json(rig: Rig) -> N
     (home.cursors_dir / "sub").mkdir(parents=True)
     put_json(home.cursors_dir / "default.json", {"k": {"seq": 1, "created": 0}})
     rig.proxy.set_namespace("sid-7", "team-a").get()
-    assert rig.proxy.logout().get() == []
-    assert sorted(p.name for p in home.root.iterdir()) == ["namespace.json"]
+    assert rig.proxy.logout().get().wait() == []
+    # cursors/ belongs to the cursor owner, which deletes it when the broadcast asks it to.
+    assert sorted(p.name for p in home.root.iterdir()) == ["cursors", "namespace.json"]
+    assert rig.identity_calls() == [IdentityChanged(caller="handleLogout", creds=None, remove_cursors=True)]
     assert (rig.view.creds, rig.view.login_check) == (None, "")
     assert rig.session("sid-7") == SessionView(current="", namespace="team-a")
     assert rig.session() == SessionView()
@@ -433,8 +457,8 @@ def test_logout_deletes_the_logout_files_and_keeps_namespace_json(rig: Rig) -> N
 
 
 def test_logout_twice_is_fine(logged_out: Rig) -> None:
-    assert logged_out.proxy.logout().get() == []
-    assert logged_out.proxy.logout().get() == []
+    assert logged_out.proxy.logout().get().wait() == []
+    assert logged_out.proxy.logout().get().wait() == []
     assert logged_out.view.creds is None
 
 
@@ -590,12 +614,12 @@ def test_remember_and_forget_handle_update_the_warm_caches(rig: Rig) -> None:
 def test_an_unexpected_message_is_ignored(rig: Rig) -> None:
     rig.proxy.actor_ref.tell("junk")
     assert rig.view.creds == CREDS
-    assert rig.peers.mock_calls == []
+    assert rig.identity_calls() == []
 
 
 def test_a_restart_sees_what_the_actor_wrote(tmp_path: Path) -> None:
     first = Rig(tmp_path).start()
-    first.proxy.install_login(CREDS).get()
+    first.proxy.install_login(CREDS, exchange_for(CREDS)).get().wait()
     first.proxy.set_current("sid-1", "bob").get()
     first.proxy.actor_ref.stop()
     second = Rig(tmp_path).start()
@@ -635,3 +659,34 @@ def test_streams_seen_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(time, "monotonic", lambda: later)
 
     assert not rig.box.value.stream_fresh("nc-1", "S1")
+
+
+# --- the IdentityChanged broadcast's answers -----------------------------------------------------
+
+
+def test_logouts_reactions_carry_the_listeners_problems_after_its_own(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.answer.append("logout: cannot remove cursors: Permission denied")
+    real_unlink = os.unlink
+
+    def unlink(path: str | Path) -> None:
+        if Path(path) == rig.home.credentials:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert rig.proxy.logout().get().wait() == [
+        f"logout: cannot remove {rig.home.credentials}: Permission denied",
+        "logout: cannot remove cursors: Permission denied",
+    ]
+
+
+def test_a_reload_broadcast_nobody_waits_for_still_reaches_every_listener(rig: Rig) -> None:
+    second: list[IdentityChanged] = []
+    other = Listener.start(second, [])
+    rig.home.credentials.unlink()
+    rig.poll()
+    other.proxy().actor_urn.get()
+    assert rig.identity_calls() == CREDS_GONE
+    assert second == CREDS_GONE

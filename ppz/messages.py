@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CredentialSnapshot:
-    """The refresh loop's current NATS credential, handed to the connection owner."""
+    """The refresh loop's current NATS credential, handed to the connection owner (the JWT and
+    the seed are kept out of ``repr``)."""
 
-    jwt: str
-    seed: str
+    jwt: str = field(repr=False)
+    seed: str = field(repr=False)
     exp: int
     generation: int
 

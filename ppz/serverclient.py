@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -86,10 +86,11 @@ LoginCheckListener = Callable[[LoginCheck], None]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExchangeReply:
     """A successful ``POST /api/v1/auth/exchange`` (server-api.md §3). Times are unix seconds;
-    ``received_at`` is when the reply arrived, from which the refresh lead is measured."""
+    ``received_at`` is when the reply arrived, from which the refresh lead is measured. The JWT
+    and the seed are kept out of ``repr``."""
 
-    nats_user_jwt: str
-    nats_user_seed: str
+    nats_user_jwt: str = field(repr=False)
+    nats_user_seed: str = field(repr=False)
     expires_at: float
     received_at: float
     nats_url: str
@@ -255,13 +256,13 @@ class PipeSpec:
     def to_json(self, handle: str) -> dict[str, object]:
         """The request body for ``handle`` (``""`` = uncollared): exactly the documented fields."""
         body: dict[str, object] = {"handle": handle, "manifold": self.manifold, "name": self.name}
-        for field, value in (
+        for name, value in (
             ("ttl_seconds", self.ttl_seconds),
             ("max_msgs", self.max_msgs),
             ("max_bytes", self.max_bytes),
         ):
             if value is not None:
-                body[field] = value
+                body[name] = value
         return body
 
 

@@ -32,6 +32,7 @@ from ppz.serverclient import (
     LOGIN_INVALID,
     LOGIN_OK,
     ExchangeError,
+    ExchangeReply,
     LoginCheck,
     PipeCreator,
     PipeSpec,
@@ -728,3 +729,15 @@ def test_end_to_end_against_the_real_server(ppz_server: ServerProcess, checks: l
     with pytest.raises(ExchangeError) as info:
         client.exchange(ppz_server.url, wrong.api_key)
     assert info.value.code == E_INVALID_API_KEY and info.value.unauthorized
+
+
+def test_exchange_reply_and_credential_snapshot_keep_secrets_out_of_repr() -> None:
+    """A logged reply or snapshot must not leak the NATS seed or the user JWT."""
+    from ppz.messages import CredentialSnapshot
+
+    reply = ExchangeReply(nats_user_jwt="eyJ-secret-jwt", nats_user_seed="SUAsecretseed", expires_at=1.0,
+                          received_at=0.0, nats_url="nats://x", account_id="A", account_name="a")
+    snap = CredentialSnapshot(jwt="eyJ-secret-jwt", seed="SUAsecretseed", exp=1, generation=1)
+    for text in (repr(reply), repr(snap), str(reply), str(snap)):
+        assert "secret" not in text
+    assert "account_id='A'" in repr(reply)

@@ -55,11 +55,15 @@ def install_parser() -> argparse.ArgumentParser:
 
 
 def ppz_path() -> str:
-    """The absolute path of the ``ppz`` being run (else the one on PATH)."""
+    """The absolute path of the ``ppz`` being run; under ``python -m ppz.cli``, the ``ppz`` script
+    next to the interpreter, else the one on PATH."""
     argv0 = sys.argv[0] if sys.argv else ""
     if os.path.basename(argv0) == "ppz":
         return os.path.abspath(argv0)
-    return os.path.abspath(shutil.which("ppz") or argv0 or "ppz")
+    sibling = os.path.join(os.path.dirname(sys.executable), "ppz")
+    if os.path.exists(sibling):
+        return sibling
+    return os.path.abspath(shutil.which("ppz") or "ppz")
 
 
 def toml_string(value: str) -> str:

@@ -25,7 +25,7 @@ import pykka
 from ppz import __version__, handlers, home
 from ppz.actors.connector import ConnectLoopActor, Kick
 from ppz.actors.cursors import CursorsActor
-from ppz.actors.follows import FollowActor, FollowsActor
+from ppz.actors.follows import FollowActor
 from ppz.actors.heartbeats import HeartbeatsActor
 from ppz.actors.ipc import IpcAcceptorActor
 from ppz.actors.nats import ConnView, NatsActor
@@ -192,7 +192,6 @@ class Daemon:
         loop = self._loop = LoopThread("ppz-nats")
         loop.start()
         heartbeats = HeartbeatsActor.start().proxy()
-        follows = FollowsActor.start().proxy()
         cursors = CursorsActor.start(home_=self.home).proxy()
         state = StateActor.start(home_=self.home, loaded=self.loaded, view_box=state_box).proxy()
         system_ref: list[System] = []
@@ -214,11 +213,11 @@ class Daemon:
                             on_logged_out=lambda: None).get()
         self.system = System(
             home=self.home, state=state, refresh=refresh, nats=nats, heartbeats=heartbeats,
-            follows=follows, cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
+            cursors=cursors, kick_connect=kick, server=server, state_box=state_box,
             refresh_box=refresh_box, nats_box=nats_box,
         )
         system_ref.append(self.system)
-        for ref in (heartbeats.actor_ref, follows.actor_ref, cursors.actor_ref, state.actor_ref, connector,
+        for ref in (heartbeats.actor_ref, cursors.actor_ref, state.actor_ref, connector,
                     nats.actor_ref, refresh.actor_ref):
             await_started(ref)
 

@@ -24,6 +24,8 @@ from ppz.commands.fireglue import (
     Count,
     Duration,
     Handle,
+    Handles,
+    MaybeDuration,
     Namespace,
     Pattern,
     PipeName,
@@ -213,23 +215,28 @@ class Ppz:
         """
         return Action("send.send", target, payload, subject, in_reply_to, request_ack, priority)
 
-    def read(self, target: Target, *, tail: Switch = False, limit: Count | None = None, json: Switch = False,
-             raw: Switch = False, bare: Switch = False) -> Action:
+    def read(self, target: Target, *, tail: Switch = False, limit: Count | None = None,
+             wait: MaybeDuration | None = None, from_: Handles | None = None, subject: Text | None = None,
+             no_acks: Switch = False, json: Switch = False, raw: Switch = False, bare: Switch = False) -> Action:
         """Read the unread messages of TARGET and move this session's cursor past them.
 
         Args:
           target: HANDLE.PIPE, an uncollared PIPE, or inbox (the current handle's inbox).
           tail: After the unread messages, keep streaming new ones until Ctrl-C.
           limit: Read at most this many messages (default 10, 0 = all); not with --tail.
+          wait: If nothing is unread, wait up to this long for a message (alone: no limit); exit 124 if none came.
+          from_: Only messages from these handles (comma-separated, repeatable); the rest stay unread.
+          subject: Only messages whose subject matches this glob (* ? [..] %); the rest stay unread.
+          no_acks: Leave out read receipts (messages whose subject starts with ack:).
           json: Print each message as one JSON line.
           raw: Print the payloads exactly as sent, with nothing between them.
           bare: Print each payload followed by a newline (no table).
         """
-        return Action("read.read", target, tail, limit, json, raw, bare)
+        return Action("read.read", target, tail, limit, wait, from_, subject, no_acks, json, raw, bare)
 
     def reread(self, target: Target, *, limit: Count | None = None, skip: Count | None = None,
-               since: Duration | None = None, json: Switch = False, raw: Switch = False,
-               bare: Switch = False) -> Action:
+               since: Duration | None = None, from_: Handles | None = None, subject: Text | None = None,
+               no_acks: Switch = False, json: Switch = False, raw: Switch = False, bare: Switch = False) -> Action:
         """Show retained messages of TARGET again, without moving cursors or sending receipts.
 
         Args:
@@ -237,11 +244,14 @@ class Ppz:
           limit: Show the last this many retained messages (default 10, 0 = all).
           skip: Leave out the first this many of them.
           since: Only messages created within this long.
+          from_: Only messages from these handles (comma-separated, repeatable).
+          subject: Only messages whose subject matches this glob (* ? [..] %).
+          no_acks: Leave out read receipts (messages whose subject starts with ack:).
           json: Print each message as one JSON line.
           raw: Print the payloads exactly as sent, with nothing between them.
           bare: Print each payload followed by a newline (no table).
         """
-        return Action("read.reread", target, limit, skip, since, json, raw, bare)
+        return Action("read.reread", target, limit, skip, since, from_, subject, no_acks, json, raw, bare)
 
     def ls(self, *patterns: Pattern, json: Switch = False, long: Switch = False, watch: Switch = False) -> Action:
         """List pipes: unread and buffered counts, the last message and its creator.

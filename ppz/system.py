@@ -34,7 +34,6 @@ class System:
     refresh: Any
     nats: Any
     heartbeats: Any
-    follows: Any
     cursors: Any
     kick_connect: Callable[[], None]
     server: ServerClient

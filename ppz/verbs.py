@@ -56,6 +56,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "sender": STR,
         "json": BOOL,
         "session": STR,
+        "wait_ms": INT,
+        "from": STRS,
+        "subject": STR,
+        "no_acks": BOOL,
     },
     "List": {"session": STR, "patterns": STRS, "long": BOOL},
     "ListWatch": {"session": STR, "patterns": STRS, "long": BOOL},
@@ -101,6 +105,8 @@ def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
             typed[name] = ipc.param_int(params, name) if params.get(name) is not None else None
     if "session" in schema:
         check_session(typed["session"])
+    if method == "Read" and typed["wait_ms"] < -1:
+        raise errors.PpzError(errors.E_PROTOCOL, "invalid wait_ms")  # agents.md §1: -1 = no deadline
     return typed
 
 

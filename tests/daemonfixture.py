@@ -7,13 +7,14 @@ left running (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,18 @@ class DaemonHome:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def background(h: DaemonHome, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The CLI running in the background (killed on the way out if still running)."""
+    proc = subprocess.Popen([*CLI, *args], env=h.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 class Creds:

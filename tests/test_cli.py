@@ -191,7 +191,16 @@ def test_every_help_page_describes_every_flag_in_words(capsys: pytest.CaptureFix
 
 def test_read_help_reads_like_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
     items = help_items(help_page(capsys, "read", "--help"))
-    assert list(items) == ["TARGET", "--tail", "-l, --limit=LIMIT", "-j, --json", "-r, --raw", "-b, --bare"]
+    assert list(items) == ["TARGET", "--tail", "-l, --limit=LIMIT", "--wait[=WAIT]", "-f, --from=FROM",
+                           "-s, --subject=SUBJECT", "-n, --no-acks", "-j, --json", "-r, --raw", "-b, --bare"]
+    # agents.md §2: --help documents --wait and the three filters.
+    assert items["--wait[=WAIT]"] == [
+        "Type: optional duration (e.g. 5m)",
+        "If nothing is unread, wait up to this long for a message (alone: no limit); exit 124 if none came."]
+    assert items["-f, --from=FROM"][0] == "Type: handles, comma-separated"
+    assert "glob" in items["-s, --subject=SUBJECT"][1] and "ack:" in items["-n, --no-acks"][0]
+    reread = help_items(help_page(capsys, "reread", "--help"))
+    assert {"-f, --from=FROM", "--subject=SUBJECT", "-n, --no-acks"} <= set(reread)
     assert items["-l, --limit=LIMIT"] == ["Type: integer",
                                           "Read at most this many messages (default 10, 0 = all); not with --tail."]
     assert items["--tail"] == ["After the unread messages, keep streaming new ones until Ctrl-C."]
@@ -208,7 +217,8 @@ def test_every_short_flag_the_help_offers_works(capsys: pytest.CaptureFixture[st
         if item.startswith("-") and not item.startswith("--"):
             short, long = item.split(", ")
             name = long.removeprefix("--").split("=")[0].replace("-", "_")
-            assert normalise_flags(cli.Ppz(), [*words, short, "v"])[len(words)].startswith(f"--{name}="), item
+            got = normalise_flags(cli.Ppz(), [*words, short, "v"])[len(words)]
+            assert got.split("=")[0].rstrip("_") == f"--{name}", item  # from_ is the flag --from
 
 
 def test_help_as_a_process_is_on_stdout_with_no_info_line(tmp_path) -> None:  # type: ignore[no-untyped-def]

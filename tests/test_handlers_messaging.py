@@ -123,7 +123,7 @@ def rig(server: NatsServer, tmp_path: Path) -> Iterator[Rig]:
     state.actor_ref.tell.side_effect = note
     system = System(
         home=home_, state=state, refresh=Mock(name="refresh"),
-        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), follows=Mock(name="follows"), cursors=cursors,
+        nats=Mock(name="nats"), heartbeats=Mock(name="heartbeats"), cursors=cursors,
         kick_connect=Mock(name="kick_connect"), server=srv,
         state_box=state_box,
         refresh_box=Published(RefreshView(exchanged=True, exp=EXP, generation=1)),

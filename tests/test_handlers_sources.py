@@ -100,7 +100,7 @@ class Rig:
         self.state = CountingState(proxy)
         self.server = FakeServer(self.state)
         self.sys = System(home=home, state=self.state, refresh=self.peers.refresh, nats=self.peers.nats,
-                          heartbeats=self.peers.heartbeats, follows=self.peers.follows,
+                          heartbeats=self.peers.heartbeats,
                           cursors=Mock(name="cursors"),
                           kick_connect=self.peers.kick_connect, server=self.server,  # type: ignore[arg-type]
                           state_box=box, refresh_box=Published(RefreshView()),

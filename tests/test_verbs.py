@@ -207,7 +207,9 @@ def test_any_json_params_are_either_typed_or_a_protocol_error(verb: str, data: s
     except errors.PpzError as exc:
         assert exc.code == errors.E_PROTOCOL
         session = params.get("session")
-        assert not expect_ok or (isinstance(session, str) and exc.message.startswith("invalid session"))
+        wait_ms = params.get("wait_ms")
+        assert (not expect_ok or (isinstance(session, str) and exc.message.startswith("invalid session"))
+                or (verb == "Read" and isinstance(wait_ms, int) and wait_ms < -1 and exc.message == "invalid wait_ms"))
         return
     assert expect_ok
     assert set(typed) == set(schema)

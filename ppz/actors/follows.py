@@ -1,8 +1,13 @@
-"""FollowsActor and FollowActor: the open follow connections (spec/daemon.md §5.3).
+"""FollowActor: one open follow connection (spec/ipc.md §7.13 step 12, daemon.md §5.2, §5.3).
 
-Each follow (``Read`` with ``follow``) is a ``FollowActor`` holding its client socket. A
-``ConnectionSwapped`` or ``Shutdown`` broadcast makes every one of them close its socket (the
-client sees EOF and redials) and stop. ``FollowsActor`` keeps the registry.
+Each follow (``Read`` with ``follow``) is a ``FollowActor``: it owns the client's socket, the
+follow's per-message work (a :class:`Live`, built by the ``Read`` handler and from then on run
+only on this actor's thread), the consumer feeding it and the ``nc_id`` that consumer was
+opened on. pykka's actor registry is the follow registry: ``NatsActor`` broadcasts
+``ConnectionSwapped`` and the daemon's stop broadcasts ``Shutdown`` to every ``FollowActor``;
+either makes it close its socket (the client sees EOF and redials) and stop. So does finding,
+once subscribed, that its ``nc_id`` no longer serves (a swap whose broadcast went out before
+this follow existed).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pykka
 
@@ -22,6 +27,14 @@ from ppz.messages import ConnectionSwapped, FollowDelivery, Shutdown
 logger = logging.getLogger(__name__)
 
 FLUSH_EVERY = 0.05
+
+
+class Live(Protocol):
+    """A follow's work per live message, and how its noted cursor is written."""
+
+    def deliver(self, seq: int, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,28 +47,42 @@ class FollowActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, *, conn: socket.socket, flush_every: float = FLUSH_EVERY) -> None:
+    def __init__(self, *, conn: socket.socket, serves: Callable[[str], bool] = lambda nc_id: True,
+                 flush_every: float = FLUSH_EVERY) -> None:
         super().__init__()
         self.conn = conn
-        self._sink: Callable[[int, bytes], None] | None = None
-        self._flush: Callable[[], None] | None = None
+        self.nc_id = ""
+        self._serves = serves
+        self._live: Live | None = None
+        self._sub: Any = None
+        self._loop: Any = None
         self._flush_every = flush_every
         self._last_flush = 0.0
         self._flush_armed = False
 
-    def set_sink(self, sink: Callable[[int, bytes], None], flush: Callable[[], None] | None = None) -> None:
-        """Where live messages go (write the event, note the cursor, send the receipt), and how
-        the noted cursor is written: at most every ``flush_every`` seconds while messages flow,
-        and always before the socket is closed, so a client that redials never sees a repeat."""
-        self._sink = sink
-        self._flush = flush
+    def attach(self, live: Live) -> None:
+        """Where live messages go. Its noted cursor is written at most every ``flush_every``
+        seconds while messages flow, and always before the follow ends, so a client that
+        redials never sees a repeat. A delivery before this is dropped."""
+        self._live = live
+
+    def subscribed(self, nc_id: str, sub: Any, loop: Any) -> bool:
+        """The consumer feeding this follow, opened on connection ``nc_id`` (unsubscribed on
+        ``loop`` when the follow ends). False when ``nc_id`` is already stale: the follow was
+        swapped out before it existed, and ends now for a redial."""
+        self.nc_id, self._sub, self._loop = nc_id, sub, loop
+        if self._serves(nc_id):
+            return True
+        logger.info("follow opened on swapped-out %s; ending it for a redial", nc_id)
+        self._evict()
+        return False
 
     def on_receive(self, message: Any) -> Any:
         match message:
             case FollowDelivery(seq=seq, data=data):
-                if self._sink is not None:
+                if self._live is not None:
                     try:
-                        self._sink(seq, data)
+                        self._live.deliver(seq, data)
                     except Exception:  # noqa: BLE001 - a bad message must not end the follow
                         logger.exception("follow delivery failed")
                 self._maybe_flush()
@@ -63,15 +90,19 @@ class FollowActor(pykka.ThreadingActor):
                 self._flush_armed = False
                 self._run_flush()
             case ConnectionSwapped() | Shutdown():
-                self._run_flush()
-                self._close()
-                self.stop()
+                self._evict()
             case _:
                 logger.warning("FollowActor: unexpected message %r", message)
         return None
 
+    def _evict(self) -> None:
+        """End the follow under the client: flush, close the socket (EOF, no error), stop."""
+        self._run_flush()
+        self._close()
+        self.stop()
+
     def _maybe_flush(self) -> None:
-        if self._flush is None:
+        if self._live is None:
             return
         # Nothing else queued: write now, as if per message. A backlog is written at most every
         # flush_every seconds (and when it drains), instead of once per message.
@@ -91,9 +122,9 @@ class FollowActor(pykka.ThreadingActor):
 
     def _run_flush(self) -> None:
         self._last_flush = time.monotonic()
-        if self._flush is not None:
+        if self._live is not None:
             try:
-                self._flush()
+                self._live.flush()
             except Exception:  # noqa: BLE001 - a failed cursor write is retried by the next flush
                 logger.exception("follow cursor write failed")
 
@@ -103,36 +134,22 @@ class FollowActor(pykka.ThreadingActor):
         except OSError:
             pass
 
+    def _unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None and self._loop is not None:
+            self._loop.submit(unsubscribe_quietly(sub))
+
     def on_stop(self) -> None:
         self._run_flush()
+        self._unsubscribe()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self._close()
+        self._unsubscribe()
 
 
-class FollowsActor(pykka.ThreadingActor):
-    """The follow registry: starts a FollowActor per follow and counts them."""
-
-    use_daemon_thread = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._follows: dict[int, pykka.ActorRef[Any]] = {}
-
-    def register(self, conn: socket.socket) -> pykka.ActorRef[Any]:
-        ref = FollowActor.start(conn=conn)
-        self._follows[conn.fileno()] = ref
-        return ref
-
-    def unregister(self, conn: socket.socket) -> None:
-        ref = self._follows.pop(conn.fileno(), None)
-        if ref is not None and ref.is_alive():
-            ref.stop(block=False)
-
-    def count(self) -> int:
-        self._follows = {k: r for k, r in self._follows.items() if r.is_alive()}
-        return len(self._follows)
-
-    def close_all(self) -> None:
-        for ref in list(self._follows.values()):
-            if ref.is_alive():
-                ref.tell(Shutdown())
-        self._follows.clear()
+async def unsubscribe_quietly(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - the connection may be gone
+        pass

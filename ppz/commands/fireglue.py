@@ -52,6 +52,8 @@ Pattern = str
 Namespace = str
 Count = str
 Duration = str
+MaybeDuration = str  # an optional value: --wait alone, or --wait=DUR (never the next argument)
+Handles = str  # a comma-separated list; the flag may be repeated and its values add up
 Shell = str
 Switch = bool
 
@@ -65,6 +67,8 @@ HELP_TYPES = {
     "Namespace": "dot-separated path",
     "Count": "integer",
     "Duration": "duration (e.g. 90s, 5m, 1h30m)",
+    "MaybeDuration": "optional duration (e.g. 5m)",
+    "Handles": "handles, comma-separated",
     "Shell": "bash or zsh",
     "Switch": "",
 }
@@ -78,6 +82,16 @@ def annotation_name(annotation: Any) -> str:
 
 def is_switch(annotation: Any) -> bool:
     return annotation_name(annotation) == "Switch"
+
+
+def takes_optional_value(annotation: Any) -> bool:
+    return annotation_name(annotation) == "MaybeDuration"
+
+
+def flag_word(name: str) -> str:
+    """The flag a parameter is typed as: ``no_acks`` → ``no-acks``; a parameter named after a
+    Python keyword drops its trailing underscore (``from_`` → ``from``)."""
+    return name.rstrip("_").replace("_", "-")
 
 
 class Action:
@@ -143,11 +157,16 @@ def adapt_fire(help_requested: bool) -> None:
         # Fire offers -x when x starts no other flag, but its parser (and normalise_flags) also
         # counts the positional parameters, and -h is help: offer only what works.
         names = [*spec.args, *spec.kwonlyargs]
-        short_arg = short_arg and flag[0] != "h" and sum(name.startswith(flag[0]) for name in names) == 1
+        annotation = spec.annotations.get(flag, "")
+        short_arg = (short_arg and flag[0] != "h" and sum(name.startswith(flag[0]) for name in names) == 1
+                     and not takes_optional_value(annotation))
         if flag_string is None:
-            shown = f"--{flag.replace('_', '-')}"
-            if not is_switch(spec.annotations.get(flag, "")):
-                shown += "=" + fire.formatting.Underline(flag.upper())
+            shown = f"--{flag_word(flag)}"
+            value = fire.formatting.Underline(flag.rstrip("_").upper())
+            if takes_optional_value(annotation):
+                shown += f"[={value}]"
+            elif not is_switch(annotation):
+                shown += "=" + value
             flag_string = shown
         return create_flag_item(flag, docstring_info, spec, required=required, flag_string=flag_string,
                                 short_arg=short_arg)
@@ -202,7 +221,7 @@ class Params:
     (every parameter a flag can set: the positional ones and the keyword-only ones),
     ``defaults`` (by name) and ``varargs`` (whether ``*args`` takes the remaining arguments)."""
 
-    __slots__ = ("positional", "names", "defaults", "varargs")
+    __slots__ = ("positional", "names", "defaults", "varargs", "optional_values", "lists")
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         func = getattr(fn, "__func__", fn)
@@ -216,6 +235,11 @@ class Params:
         self.defaults: dict[str, Any] = dict(zip(every[count - len(pos_defaults) : count], pos_defaults, strict=True))
         self.defaults.update(func.__kwdefaults__ or {})
         self.varargs = bool(code.co_flags & _CO_VARARGS)
+        annotations = getattr(func, "__annotations__", {})
+        #: flags whose value is optional (``--wait`` or ``--wait=5m``)
+        self.optional_values = frozenset(n for n in self.names if takes_optional_value(annotations.get(n, "")))
+        #: flags that may be repeated, their comma-separated values adding up
+        self.lists = frozenset(n for n in self.names if annotation_name(annotations.get(n, "")) == "Handles")
 
 
 def resolve_command(component: Any, argv: Sequence[str]) -> tuple[Callable[..., Any] | None, int]:
@@ -238,9 +262,12 @@ def normalise_flags(component: Any, argv: list[str]) -> list[str]:
 
     ``--flag`` of a boolean → ``--flag=True`` (Fire would otherwise take the next positional
     argument as its value); ``--flag VALUE`` → ``--flag=VALUE`` (so a value such as ``-x`` or
-    ``--`` stays a value); a value flag without a value is a usage error. Hyphens and
-    underscores are equivalent; ``-l`` style short forms resolve as Fire does (a unique prefix
-    letter). An unknown flag is a usage error.
+    ``--`` stays a value); a value flag without a value is a usage error, except a flag whose
+    value is optional (``MaybeDuration``): ``--wait`` → ``--wait=`` (it never takes the next
+    argument). A repeated list flag (``Handles``) becomes one, its values joined by commas.
+    Hyphens and underscores are equivalent; a flag named after a Python keyword is its
+    parameter with a trailing underscore (``--from`` → ``--from_=…``); ``-l`` style short forms
+    resolve as Fire does (a unique prefix letter). An unknown flag is a usage error.
     """
     fn, start = resolve_command(component, argv)
     if fn is None:
@@ -250,6 +277,7 @@ def normalise_flags(component: Any, argv: list[str]) -> list[str]:
     values = set(params.defaults) - bools
     names = params.names
     out = list(argv[:start])
+    list_at: dict[str, int] = {}  # where a list flag's token is in ``out``
     i = start
     while i < len(argv):
         token = argv[i]
@@ -259,6 +287,8 @@ def normalise_flags(component: Any, argv: list[str]) -> list[str]:
             continue
         key, eq, value = token.lstrip("-").partition("=")
         name = key.replace("-", "_")
+        if name not in names and f"{name}_" in names:
+            name += "_"
         if len(key) == 1 and not token.startswith("--"):
             candidates = [n for n in names if n.startswith(key)]
             name = candidates[0] if len(candidates) == 1 else name
@@ -266,12 +296,19 @@ def normalise_flags(component: Any, argv: list[str]) -> list[str]:
             out.append(f"--{name}={value if eq else 'True'}")
         elif name.startswith("no") and name[2:] in bools and not eq:
             out.append(f"--{name[2:]}=False")
+        elif name in params.optional_values:
+            out.append(f"--{name}={value}")
         elif name in values:
             if not eq:
                 if i >= len(argv):
                     raise UsageError(f"ppz: flag --{key} needs a value")
                 value = argv[i]
                 i += 1
+            if name in list_at:
+                out[list_at[name]] += f",{value}"
+                continue
+            if name in params.lists:
+                list_at[name] = len(out)
             out.append(f"--{name}={value}")
         elif name in names:
             out.append(token)  # a positional argument given by name (--payload=…)

@@ -6,9 +6,11 @@ the published :class:`ConnView`. A follow is handed to its own FollowActor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import pykka
 
 from ppz import errors, names
 from ppz import jetstream as js
+from ppz.actors.follows import FollowActor, Live, unsubscribe_quietly
 from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import effective as cursor_effective
@@ -28,6 +31,7 @@ from ppz.envelope import (
     new_envelope,
     read_message,
 )
+from ppz.globs import glob_match
 from ppz.handlers.target import account_of, lookup_error
 from ppz.ipc import encode_error, encode_event
 from ppz.messages import Advance, FollowDelivery
@@ -212,11 +216,17 @@ def stdout_meta(view: ConnView, plan: ReadPlan) -> dict[str, int] | None:
     return {"cols": min(cols, META_CLAMP), "rows": min(rows, META_CLAMP)}
 
 
+def register_follow(system: System, conn: socket.socket) -> pykka.ActorRef[Any]:
+    """Register ``conn`` in the follow registry (pykka's): its FollowActor, which a swap or a
+    shutdown broadcast reaches from now on."""
+    return FollowActor.start(conn=conn, serves=lambda nc_id: system.nats_box.value.serves(nc_id))
+
+
 def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
     out = ReadWriter(conn)
-    follow_ref = None
+    registered: list[pykka.ActorRef[Any]] = []
     try:
-        follow_ref = _read(system, p, conn, out)
+        _read(system, p, conn, out, registered)
     except errors.PpzError as exc:
         if not out.gone:
             try:
@@ -224,21 +234,99 @@ def read(system: System, p: dict[str, Any], conn: socket.socket) -> None:
             except OSError:
                 pass
     finally:
-        if follow_ref is not None:
-            system.follows.unregister(conn)
+        for ref in registered:
+            stop_quietly(ref)
 
 
-def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter) -> Any:
+def stop_quietly(ref: pykka.ActorRef[Any]) -> None:
+    try:
+        ref.stop(block=True, timeout=2)
+    except Exception:  # noqa: BLE001 - already stopped, or stopping
+        pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filters:
+    """The read filters of agents.md §1: ``from``, ``subject``, ``no_acks``."""
+
+    senders: frozenset[str] = frozenset()
+    subject: str = ""
+    no_acks: bool = False
+
+    @classmethod
+    def of(cls, p: dict[str, Any]) -> Filters:
+        return cls(senders=frozenset(p["from"]), subject=p["subject"], no_acks=p["no_acks"])
+
+    @property
+    def view(self) -> bool:
+        """``from`` or ``subject`` leave messages out that must stay unread: the read is a view
+        (no cursor move, no receipts)."""
+        return bool(self.senders) or bool(self.subject)
+
+    def keeps(self, env: Envelope) -> bool:
+        if self.no_acks and env.subject.startswith("ack:"):
+            return False
+        if self.senders and env.sender not in self.senders:
+            return False
+        return not self.subject or glob_match(self.subject, env.subject)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """What steps 7–12 need, fixed once the target is known."""
+
+    plan: ReadPlan
+    session: str
+    filters: Filters
+    advancing: bool
+    reader: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Drained:
+    """What a drain (steps 7–11) did: messages written, its upper bound ``L``, the stream's
+    creation time."""
+
+    written: int
+    last: int
+    created: int
+
+
+def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter,
+          registered: list[pykka.ActorRef[Any]]) -> None:
     plan = plan_read(system, p)
     view = require_connection(system)
     follow = p["follow"]
-    follow_ref = system.follows.register(conn).get() if follow else None
+    deadline = None if follow or p["wait_ms"] <= 0 else time.monotonic() + p["wait_ms"] / 1000.0
+    if follow:
+        registered.append(register_follow(system, conn))
     view, info = lookup_stream(system, view, plan)
     meta = stdout_meta(view, plan)
     if meta is not None:
         out.event("meta", meta)
     session = session_key(p["session"])
-    advancing = not (p["all"] or p["no_advance"])
+    filters = Filters.of(p)
+    reading = Reading(plan=plan, session=session, filters=filters,
+                      advancing=not (p["all"] or p["no_advance"] or filters.view),
+                      reader=p["sender"] or system.state_box.value.session(session).current)
+    drained = drain_unread(system, p, view, info, reading, out)
+    if out.gone:
+        return
+    if follow:
+        live = Follow(out=out, cursors=system.cursors.actor_ref, reading=reading, created=drained.created,
+                      receipt=functools.partial(send_receipts, system, view, plan.acct, reading.reader))
+        ref = registered[0]
+        if open_live(view, plan, drained.last, live, ref):
+            wait_client(conn, None)
+    elif p["wait_ms"] != 0 and drained.written == 0:
+        _wait(system, p, conn, out, view, reading, drained.last, deadline, registered)
+
+
+def drain_unread(system: System, p: dict[str, Any], view: ConnView, info: js.StreamInfo, reading: Reading,
+                 out: ReadWriter) -> Drained:
+    """Steps 7–11: from the cursor to the stream's last sequence (frozen now), through the
+    filters, ``since_ms`` and the head cap; emit, then advance the cursor and send receipts."""
+    plan, session = reading.plan, reading.session
     cursors = system.cursors
     first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
     start = first
@@ -252,16 +340,17 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         if total > 0 and eff + 1 > start:
             start = eff + 1
     recent = since_filter(p["since_ms"])
+    keeps = reading.filters.keeps
+    follow = p["follow"]
     head_limit = 0 if follow else max(0, p["head_limit"])
     kept: list[tuple[int, Envelope]] = []
-    undecodable_top = 0
+    passed_top = 0  # the highest undecodable or filtered-out sequence: delivered, for the cursor
     capped = False
     if total > 0 and start <= last and view.nc is not None:
-        envs: dict[int, Envelope | None] = {}
 
         def keep(data: bytes) -> bool:
             env = decode_or_none(data)
-            return env is not None and recent(env)
+            return env is not None and keeps(env) and recent(env)
 
         result = view.run(js.drain(view.nc, plan.stream, plan.subject, start, last, keep=keep, want=head_limit),
                           timeout=None)  # each fetch has its own 5 s deadline
@@ -270,9 +359,8 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         capped = result.capped
         for m in result.messages:
             env = decode_or_none(m.data)
-            envs[m.seq] = env
-            if env is None:
-                undecodable_top = max(undecodable_top, m.seq)
+            if env is None or not keeps(env):
+                passed_top = max(passed_top, m.seq)
             elif m.kept:
                 kept.append((m.seq, env))
     if p["skip"] > 0:
@@ -292,56 +380,120 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         remaining = last - max(seq for seq, _ in kept)
         if remaining > 0:
             out.event("more_unread", remaining)
-    reader = p["sender"] or system.state_box.value.session(session).current
-    if advancing:
-        top = max([seq for seq, _ in kept] + [undecodable_top])
+    if reading.advancing:
+        top = max([seq for seq, _ in kept] + [passed_top])
         if emitted[written:]:
             # The client went away (or a swap closed a follow) mid-drain: the messages whose
             # write failed were not delivered, so the cursor stops short of the first of them.
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
             cursors.advance(session, plan.cursor_key, top, created).get()
-            send_receipts(system, view, plan.acct, reader, [env for _, env in emitted[:written]])
-    if not follow or out.gone:
-        return follow_ref
-    _follow(system, p, conn, out, view, plan, last, created, advancing, reader, follow_ref)
-    return follow_ref
+            send_receipts(system, view, plan.acct, reading.reader, [env for _, env in emitted[:written]])
+    return Drained(written=written, last=last, created=created)
 
 
-def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
-            plan: ReadPlan, last: int, created: int, advancing: bool, reader: str, follow_ref: Any) -> None:
-    """Step 12: an ordered consumer from L + 1 until the client goes away or a swap evicts us."""
-    from nats.js.api import ConsumerConfig, DeliverPolicy
+def _wait(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
+          reading: Reading, last: int, deadline: float | None, registered: list[pykka.ActorRef[Any]]) -> None:
+    """agents.md §1, wait steps 2–4: registered like a follow (a swap or a shutdown ends it,
+    without a reply), an ordered consumer from L + 1 until a message passes the filters; then
+    a fresh drain from the cursor. The deadline passing first ends it with ``timeout``."""
+    ref = register_follow(system, conn)
+    registered.append(ref)
+    wake = Wake(conn=conn, keeps=reading.filters.keeps)
+    if open_live(view, reading.plan, last, wake, ref):
+        wait_client(conn, deadline)
+    stop_quietly(ref)  # its consumer ends with it, before the drain below
+    if wake.woken.is_set():
+        view, info = lookup_stream(system, view, reading.plan)
+        drain_unread(system, p, view, info, reading, out)
+    elif deadline is not None and time.monotonic() >= deadline:
+        out.event("timeout", True)
 
-    session = session_key(p["session"])
-    cursors = system.cursors.actor_ref
 
-    noted = [0, 0]  # [highest delivered sequence, highest written]; touched by the follow actor only
+class Wake:
+    """A waiting read's work per live message: the first one that passes the filters wakes the
+    ``Read`` handler (it shuts the reading side of the client's socket, where the handler
+    waits). Owned by the wait's FollowActor."""
 
-    def deliver(seq: int, data: bytes) -> None:
+    def __init__(self, *, conn: socket.socket, keeps: Callable[[Envelope], bool]) -> None:
+        self.conn = conn
+        self.keeps = keeps
+        self.woken = threading.Event()
+
+    def deliver(self, seq: int, data: bytes) -> None:
         env = decode_or_none(data)
-        if env is not None:
-            out.event("msg", read_message(env))
-        if out.gone:
-            return  # not delivered: the cursor must not move past it
-        if advancing:
-            noted[0] = max(noted[0], seq)
-            if env is not None:
-                send_receipts(system, view, plan.acct, reader, [env])
+        if env is None or not self.keeps(env) or self.woken.is_set():
+            return
+        self.woken.set()
+        try:
+            self.conn.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
-    def flush() -> None:
-        if noted[0] > noted[1]:
+    def flush(self) -> None:
+        """A wait moves no cursor: the drain after it does."""
+
+
+class Follow:
+    """Step 12's work per live message: write it, note its sequence for the cursor, send its
+    receipt; and the noted cursor's write. Built here, then owned by the follow's FollowActor
+    (only its thread runs it)."""
+
+    def __init__(self, *, out: ReadWriter, cursors: pykka.ActorRef[Any], reading: Reading, created: int,
+                 receipt: Callable[[list[Envelope]], None]) -> None:
+        self.out = out
+        self.cursors = cursors
+        self.session = reading.session
+        self.key = reading.plan.cursor_key
+        self.keeps = reading.filters.keeps
+        self.created = created
+        self.advancing = reading.advancing
+        self.receipt = receipt
+        self.delivered = 0  # the highest sequence delivered
+        self.written = 0  # the highest sequence told to CursorsActor
+
+    def deliver(self, seq: int, data: bytes) -> None:
+        env = decode_or_none(data)
+        if env is not None and not self.keeps(env):
+            env = None  # filtered out (a receipt under no_acks): delivered, for the cursor
+        if env is not None:
+            self.out.event("msg", read_message(env))
+        if self.out.gone:
+            return  # not delivered: the cursor must not move past it
+        if self.advancing:
+            self.delivered = max(self.delivered, seq)
+            if env is not None:
+                self.receipt([env])
+
+    def flush(self) -> None:
+        if self.delivered > self.written:
             try:
-                cursors.tell(Advance(session=session, key=plan.cursor_key, seq=noted[0], created=created))
+                self.cursors.tell(Advance(session=self.session, key=self.key, seq=self.delivered,
+                                          created=self.created))
             except pykka.ActorDeadError:
                 return  # the daemon is stopping
-            noted[1] = noted[0]
+            self.written = self.delivered
 
+
+def open_live(view: ConnView, plan: ReadPlan, last: int, live: Live, ref: pykka.ActorRef[Any]) -> bool:
+    """Step 12's consumer (and a wait's): an ordered consumer from L + 1 feeding ``live``,
+    owned by the actor ``ref`` from now on. False when the actor ended meanwhile (a swap)."""
     try:
-        follow_ref.proxy().set_sink(deliver, flush).get()
+        ref.proxy().attach(live).get()
     except pykka.ActorDeadError:
-        return  # evicted by a swap before it started: the client redials
-    actor = follow_ref
+        return False  # evicted by a swap before it started: the client redials
+    sub = subscribe(view, plan, last, ref)
+    try:
+        return bool(ref.proxy().subscribed(view.nc_id, sub, view.loop_thread).get())
+    except pykka.ActorDeadError:  # evicted meanwhile: the consumer is still ours to end
+        if view.loop_thread is not None:
+            view.loop_thread.submit(unsubscribe_quietly(sub))
+        return False
+
+
+def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any]) -> Any:
+    """An ordered consumer of the pipe from ``last`` + 1 whose messages are told to ``ref``."""
+    from nats.js.api import ConsumerConfig, DeliverPolicy
 
     async def on_msg(msg: Any) -> None:
         try:
@@ -349,7 +501,7 @@ def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWri
         except Exception:  # noqa: BLE001 - not a JetStream message
             return
         try:
-            actor.tell(FollowDelivery(seq=seq, data=msg.data))
+            ref.tell(FollowDelivery(seq=seq, data=msg.data))
         except Exception:  # noqa: BLE001 - the follow ended meanwhile (ActorDeadError)
             pass
 
@@ -358,47 +510,24 @@ def _follow(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWri
     config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last + 1,
                             filter_subject=plan.subject)
 
-    async def subscribe() -> Any:
+    async def go() -> Any:
         jsctx = nc.jetstream(timeout=js.API_TIMEOUT)
         return await jsctx.subscribe(plan.subject, stream=plan.stream, cb=on_msg, ordered_consumer=True,
                                      idle_heartbeat=js.FOLLOW_IDLE_HEARTBEAT, config=config)
 
     try:
-        sub = view.run(subscribe(), js.API_TIMEOUT + 1.0)
+        return view.run(go(), js.API_TIMEOUT + 1.0)
     except Exception as exc:  # noqa: BLE001
         err = js.classify(exc)
         raise errors.PpzError(errors.E_NATS_UNREACHABLE if err.kind == js.TRANSPORT else errors.E_INVALID_PIPE) \
             from None
-    if not system.nats_box.value.serves(view.nc_id):
-        # Swapped out since this Read took its connection, by a swap whose broadcast came before
-        # the follow registered: nothing closes this follow, and its connection closes shortly.
-        logger.info("follow of %s opened on swapped-out %s; ending it for a redial", plan.stream, view.nc_id)
-        try:
-            conn.shutdown(socket.SHUT_RDWR)  # the client sees EOF, without an error, and redials
-        except OSError:
-            pass
+
+
+def wait_client(conn: socket.socket, deadline: float | None) -> None:
+    """Block until the client hangs up, sends a byte, the socket is shut down by us (a swap, a
+    wake) or ``deadline`` (monotonic; None = none) passes."""
     try:
-        wait_client_gone(conn)
-    finally:
-        try:
-            follow_ref.stop(block=True, timeout=2)
-        except Exception:  # noqa: BLE001
-            pass
-        if view.loop_thread is not None:
-            view.loop_thread.submit(_unsubscribe_quietly(sub))
-
-
-async def _unsubscribe_quietly(sub: Any) -> None:
-    try:
-        await sub.unsubscribe()
-    except Exception:  # noqa: BLE001 - the connection may be gone
-        pass
-
-
-def wait_client_gone(conn: socket.socket) -> None:
-    """Block until the client hangs up, sends a byte, or the socket is shut down by us."""
-    try:
-        conn.settimeout(None)
+        conn.settimeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
         conn.recv(1)
-    except OSError:
+    except OSError:  # TimeoutError included
         pass

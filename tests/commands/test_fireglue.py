@@ -45,6 +45,11 @@ def test_deferred_asyncio_still_imports_for_real() -> None:
     (["send", "b", "-5"], ["send", "b", "-5"]),
     (["nosuch", "--x"], ["nosuch", "--x"]),
     (["send", "--help"], ["send", "--help"]),
+    (["read", "x", "--wait"], ["read", "x", "--wait="]),
+    (["read", "--wait", "x"], ["read", "--wait=", "x"]),  # an optional value never takes the next word
+    (["read", "x", "--wait=5m"], ["read", "x", "--wait=5m"]),
+    (["read", "x", "--from", "a,b", "--from=c", "-f", "d"], ["read", "x", "--from_=a,b,c,d"]),
+    (["reread", "x", "--no-acks", "--subject", "-x"], ["reread", "x", "--no_acks=True", "--subject=-x"]),
 ])
 def test_normalise_flags(argv: list[str], want: list[str]) -> None:
     assert fireglue.normalise_flags(cli.Ppz(), argv) == want
@@ -110,6 +115,8 @@ def fire_action(argv: list[str]) -> Any:
     ["set", "namespace", "a.b"], ["unset", "handle"], ["get", "handle"], ["pipe", "create", "x", "--ttl", "1h",
                                                                        "--max-bytes", "-1"],
     ["pipe", "destroy", "x", "--recursive"], ["completion", "zsh"],
+    ["read", "inbox", "--wait"], ["read", "--wait=5m", "inbox", "--from", "a", "--from=b,c", "--no-acks"],
+    ["reread", "x", "--subject", "deploy*", "-f", "bob"],
 ])
 def test_direct_binding_is_fires_binding(argv: list[str]) -> None:
     argv = fireglue.normalise_flags(cli.Ppz(), argv)

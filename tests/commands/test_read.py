@@ -140,11 +140,8 @@ def test_read_tail_retries_a_missing_daemon_then_gives_up(
     assert time.monotonic() - started >= 0.2
 
 
-def test_read_tail_reconnects_when_the_daemon_comes_back(
-        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(read, "REDIAL_DELAY", 0.01)
-    monkeypatch.setattr(read, "RECONNECT_EVERY", 0.02)
-
+def stop_then_restart(fake: FakeDaemon, *events: dict[str, Any]) -> Any:
+    """A Read reply that stops the daemon, answers ``events`` and starts it again 100 ms later."""
     def restart_later() -> None:
         time.sleep(0.1)
         fake.start()
@@ -152,9 +149,17 @@ def test_read_tail_reconnects_when_the_daemon_comes_back(
     def first(params: dict[str, Any]) -> Stream:
         fake.stop()
         threading.Thread(target=restart_later).start()
-        return Stream({"msg": msg("before")})
+        return Stream(*events)
 
-    fake.on("Read", first, Stream({"msg": msg("after")}), Stream({"error": {"code": "E_INTERNAL", "message": "x"}}))
+    return first
+
+
+def test_read_tail_reconnects_when_the_daemon_comes_back(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "REDIAL_DELAY", 0.01)
+    monkeypatch.setattr(read, "RECONNECT_EVERY", 0.02)
+    fake.on("Read", stop_then_restart(fake, {"msg": msg("before")}), Stream({"msg": msg("after")}),
+            Stream({"error": {"code": "E_INTERNAL", "message": "x"}}))
     r = ppz(capsys, "read", "bob.notes", "--tail")
     assert (r.code, r.out) == (1, "before\nafter\n")
 
@@ -200,3 +205,82 @@ def test_broken_pipe_is_quiet(fake: FakeDaemon) -> None:
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(30) == cli.BROKEN_PIPE_EXIT and err == ""
+
+
+# --- read --wait and the filters (agents.md §2) ------------------------------------------------
+
+
+def test_read_wait_and_filters_become_read_fields(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("Read", Stream({"msg": msg("hi")}))
+    r = ppz(capsys, "read", "bob.notes", "--wait=5s", "--from=a,b", "--from", "c", "--subject", "deploy*",
+            "--no-acks")
+    assert (r.code, r.out) == (0, "hi\n")
+    params = fake.params("Read")
+    assert len(params) == 1  # a message arrived: no redial
+    assert 4000 < params[0].pop("wait_ms") <= 5000
+    assert params[0] == {"handle": "bob", "channel": "notes", "follow": False, "head_limit": 10,
+                         "from": ["a", "b", "c"], "subject": "deploy*", "no_acks": True, "sender": "",
+                         "session": "s1"}
+
+
+def test_read_wait_alone_has_no_deadline(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("Read", Stream({"msg": msg("hi")}))
+    assert ppz(capsys, "read", "bob.notes", "--wait").code == 0
+    assert fake.params("Read")[0]["wait_ms"] == -1
+
+
+def test_read_wait_that_expires_is_124_with_nothing_on_stdout(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("Read", Stream({"timeout": True}))
+    r = ppz(capsys, "read", "bob.inbox", "--wait=1m")
+    assert (r.code, r.out, r.err) == (124, "", "")
+    assert len(fake.params("Read")) == 1
+
+
+def test_read_wait_ended_by_the_daemon_is_redialled_with_the_time_left(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "REDIAL_DELAY", 0.05)
+    fake.on("Read", Stream(), Stream(), Stream({"msg": msg("at last")}))  # a swap, a restart, then mail
+    r = ppz(capsys, "read", "bob.notes", "--wait=30s")
+    assert (r.code, r.out) == (0, "at last\n")
+    waits = [p["wait_ms"] for p in fake.params("Read")]
+    assert len(waits) == 3
+    assert 30000 >= waits[0] > waits[1] > waits[2] > 0  # each redial with what is left, at least 50 ms less
+
+
+def test_read_wait_whose_time_runs_out_while_redialling_is_124(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "REDIAL_DELAY", 0.05)
+    fake.on("Read", Stream())  # every stream ends without a message or a timeout
+    r = ppz(capsys, "read", "bob.notes", "--wait=200ms")
+    assert (r.code, r.out) == (124, "")
+    assert len(fake.params("Read")) >= 2
+
+
+def test_read_wait_redials_when_the_daemon_comes_back(
+        fake: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "REDIAL_DELAY", 0.01)
+    monkeypatch.setattr(read, "RECONNECT_EVERY", 0.02)
+    fake.on("Read", stop_then_restart(fake), Stream({"msg": msg("after")}))
+    r = ppz(capsys, "read", "bob.notes", "--wait")
+    assert (r.code, r.out) == (0, "after\n")
+    assert [p["wait_ms"] for p in fake.params("Read")] == [-1, -1]
+
+
+@pytest.mark.parametrize("args", [["--wait=0"], ["--wait=0s"], ["--wait=soon"], ["--wait=5s", "--tail"],
+                                  ["--tail", "--wait"], ["--from="], ["--subject="], ["--no-acks=maybe"]])
+def test_read_wait_and_filter_usage_errors(fake: FakeDaemon, capsys: pytest.CaptureFixture[str],
+                                           args: list[str]) -> None:
+    r = ppz(capsys, "read", "bob.inbox", *args)
+    assert (r.code, r.out, fake.requests) == (2, "", [])
+
+
+def test_filters_work_with_tail_and_reread(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on("Read", Stream({"msg": msg("x")}), Stream({"error": {"code": "E_INTERNAL", "message": "x"}}))
+    assert ppz(capsys, "read", "bob.notes", "--tail", "--from=bob", "--no-acks").code == 1
+    assert fake.params("Read")[0] == {"handle": "bob", "channel": "notes", "follow": True, "head_limit": 0,
+                                      "from": ["bob"], "no_acks": True, "sender": "", "session": "s1"}
+    ppz(capsys, "reread", "bob.notes", "--subject=s?", "-f", "a,b")
+    assert fake.params("Read")[2] == {"handle": "bob", "channel": "notes", "all": True, "limit": 10, "skip": 0,
+                                      "since_ms": 0, "from": ["a", "b"], "subject": "s?", "sender": "",
+                                      "session": "s1"}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
@@ -11,11 +10,10 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from daemonfixture import CLI, DaemonHome, wait_for
+from daemonfixture import DaemonHome, background, wait_for
 from serverfixture import ServerProcess
 
 INVALID_TARGET = ("error: E_INVALID_PIPE: invalid target 'a.b.c': use HANDLE.PIPE or PIPE "
@@ -137,18 +135,6 @@ def test_uncollared_pipe_in_a_namespace(alice: DaemonHome) -> None:
     assert out.stdout.startswith("updated pipe=team-a.room retention=ttl=24h0m0s,msgs=5000,bytes=1048576")
     assert ok(alice, "pipe", "destroy", "room").stdout == "destroyed pipe=team-a.room\n"
     assert ok(alice, "unset", "namespace").stdout == "unset\n"
-
-
-@contextlib.contextmanager
-def background(h: DaemonHome, *args: str) -> Iterator[subprocess.Popen[str]]:
-    """The CLI running in the background (killed on the way out if still running)."""
-    proc = subprocess.Popen([*CLI, *args], env=h.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def test_read_tail_streams_and_survives_a_daemon_restart(alice: DaemonHome) -> None:

@@ -10,13 +10,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from daemonfixture import DaemonHome
+from daemonfixture import wait_for
+from e2e.test_read_wait import consumers
 from mcp import Client
 from mcp_types import CallToolResult
 from mcpfixture import *  # noqa: F403 - the fixtures
 from mcpfixture import send_as
 
-from ppz import errors, ipc
+from ppz import errors
 
 pytestmark = pytest.mark.anyio
 
@@ -39,16 +40,6 @@ def failed(result: CallToolResult) -> dict[str, str]:
     error = (result.structured_content or {})["error"]
     assert result.content[0].text == f"error: {error['code']}: {error['message']}"  # type: ignore[union-attr]
     return error
-
-
-def daemon_waits(h: DaemonHome) -> bool:
-    """Whether the daemon implements Read's wait (agents.md §1): it rejects wait_ms = -2."""
-    try:
-        list(ipc.stream("Read", {"handle": "nobody", "channel": "inbox", "wait_ms": -2},
-                        path=str(h.home.socket)))
-    except errors.PpzError as err:
-        return err.code == errors.E_PROTOCOL and "wait_ms" in err.message
-    return False
 
 
 async def test_initialize_lists_the_seven_tools_and_teaches_the_agent(world: dict[str, Any], mcp_app: Any) -> None:
@@ -172,8 +163,6 @@ async def test_a_failed_as_is_reported_by_every_tool_call(world: dict[str, Any],
 
 async def test_read_with_wait_returns_the_next_message(world: dict[str, Any], mcp_app: Any) -> None:
     h, alice = world["home"], world["alice"]
-    if not daemon_waits(h):
-        pytest.skip("the daemon does not implement Read's wait_ms yet (agents.md §1)")
     async with mcp_app(handle=alice) as app, Client(app.server) as client:
         expired = ok(await client.call_tool("read", {"wait_seconds": 0.2}))
         assert expired == {"messages": [], "more_unread": 0, "timed_out": True}
@@ -184,6 +173,27 @@ async def test_read_with_wait_returns_the_next_message(world: dict[str, Any], mc
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader)
-            await anyio.sleep(0)  # the read is on its way: it finds the message or waits for it
+            await anyio.to_thread.run_sync(lambda: wait_for(lambda: consumers(world, alice) > 0, timeout=30,
+                                                            what="the waiting read's consumer"))
+            assert result == {}
             await anyio.to_thread.run_sync(send_as, h, "carol", alice, "wake up")
         assert [m["payload"] for m in result["messages"]] == ["wake up"] and not result["timed_out"]
+
+
+async def test_read_filters_are_views_and_receipts_are_left_out(world: dict[str, Any], mcp_app: Any) -> None:
+    h, alice, bob = world["home"], world["alice"], world["bob"]
+    async with mcp_app(handle=alice) as a, mcp_app(handle=bob) as b, Client(a.server) as ca, Client(b.server) as cb:
+        send_as(h, "carol", alice, "from carol")
+        ok(await cb.call_tool("send", {"to": alice, "message": "from bob", "request_ack": True}))
+        view = ok(await ca.call_tool("read", {"from": [bob]}))
+        assert [m["payload"] for m in view["messages"]] == ["from bob"]
+        assert [m["payload"] for m in ok(await ca.call_tool("read", {}))["messages"]] == ["from carol", "from bob"]
+        # bob's inbox now holds alice's read receipt, which read leaves out unless include_acks
+        receipts = ok(await cb.call_tool("reread", {"pipe": f"{bob}.inbox"}))["messages"]
+        if not receipts:  # receipts are sent asynchronously after the read
+            await anyio.to_thread.run_sync(lambda: wait_for(
+                lambda: h.call("List", {"patterns": [f"{bob}.inbox"], "session": "x"})["sources"][0]
+                ["pipe_infos"][0]["total"], timeout=30, what="the read receipt"))
+        assert ok(await cb.call_tool("read", {}))["messages"] == []
+        [ack] = ok(await cb.call_tool("reread", {"pipe": f"{bob}.inbox"}))["messages"]
+        assert ack["subject"] == "ack:read"

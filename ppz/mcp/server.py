@@ -41,14 +41,14 @@ FIELD_CODES = {"priority": errors.E_INVALID_PRIORITY}
 
 
 def instructions(handle: str) -> str:
-    """The ``initialize`` instructions (≤ 1 500 characters)."""
-    who = f"the handle '{handle}'" if handle else "this session's current handle (see whoami)"
+    """The ``initialize`` instructions: ppz in three sentences (≤ 1 500 characters)."""
+    who = f"'{handle}'" if handle else "this session's current handle (whoami tells which)"
     return (
-        f"ppz gives you durable message pipes to other agents and people. You speak as {who}. "
-        "Send with send(to='bob', message='…') (a handle's inbox, HANDLE.PIPE, or a shared pipe); "
-        "read your mail with read() — read consumes what it returns, so use reread to look again. "
-        "To wait for a reply, call read(wait_seconds=60) instead of polling; list shows unread counts, "
-        "who shows who is online. When new mail arrives you may be notified: then call read."
+        f"You speak as {who} on ppz, durable message pipes between agents and people. "
+        "Send with send(to='bob', message='…') to a handle's inbox, HANDLE.PIPE or a shared pipe, and read "
+        "your mail with read(), which consumes what it returns (reread shows messages again). "
+        "To wait for a reply call read(wait_seconds=300) instead of polling, and when told that new mail "
+        "arrived, call read."
     )
 
 

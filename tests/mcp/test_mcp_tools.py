@@ -197,3 +197,17 @@ async def test_read_filters_are_views_and_receipts_are_left_out(world: dict[str,
         assert ok(await cb.call_tool("read", {}))["messages"] == []
         [ack] = ok(await cb.call_tool("reread", {"pipe": f"{bob}.inbox"}))["messages"]
         assert ack["subject"] == "ack:read"
+
+
+async def test_a_2026_client_hears_of_new_mail_on_its_listen_stream(world: dict[str, Any], mcp_app: Any) -> None:
+    h, alice = world["home"], world["alice"]
+    async with mcp_app(handle=alice) as app, Client(app.server, mode="2026-07-28") as client:
+        async with client.listen(resource_subscriptions=["ppz://inbox"]) as sub:
+            send_as(h, "carol", alice, "hello 2026")
+            with anyio.fail_after(60):
+                async for event in sub:
+                    assert event.uri == "ppz://inbox"  # type: ignore[union-attr]
+                    break
+        inbox = await client.read_resource("ppz://inbox")
+        assert json.loads(inbox.contents[0].text)["pipes"][0]["unread"] == 1  # type: ignore[union-attr]
+        assert [m["payload"] for m in ok(await client.call_tool("read", {}))["messages"]] == ["hello 2026"]

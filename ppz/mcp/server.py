@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.abc
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult, SubscribeRequestParams, TextContent, UnsubscribeRequestParams
 from pydantic import ValidationError
@@ -34,7 +35,7 @@ from ppz.mcp.daemonclient import DaemonClient
 from ppz.mcp.identity import Identity
 from ppz.mcp.notify import CHANNEL_CAPABILITY, INBOX_URI, Notifier
 from ppz.mcp.tools import DESCRIPTIONS, Tools, pipe_rows
-from ppz.mcp.watch import Watch, watch_patterns
+from ppz.mcp.watch import Watch
 
 # Argument errors whose field has a code of its own (ipc.md §5); any other is E_PROTOCOL.
 FIELD_CODES = {"priority": errors.E_INVALID_PRIORITY}
@@ -149,12 +150,13 @@ def build(options: Options) -> App:
                      description="Unread counts of your inbox and the watched pipes (the list tool's result); "
                                  "subscribe to be told when new mail arrives.")
     async def inbox() -> str:
-        await identity.ensure()
-        status = await daemon.call("Status", {"session": daemon.session})
-        patterns = watch_patterns(str(status.get("current") or ""), list(options.watch))
-        pipes = pipe_rows(await daemon.call("List", {"session": daemon.session, "patterns": patterns})) \
-            if patterns else []
-        return json.dumps({"pipes": pipes}, ensure_ascii=False)
+        try:
+            await identity.ensure()
+            patterns = await watch.patterns()
+            reply = await daemon.call("List", {"session": daemon.session, "patterns": patterns}) if patterns else {}
+        except errors.PpzError as err:
+            raise ResourceError(f"error: {error_text(err)}") from None
+        return json.dumps({"pipes": pipe_rows(reply)}, ensure_ascii=False)
 
     sdkglue.add_request_handler(server, "resources/subscribe", SubscribeRequestParams, notifier.on_subscribe)
     sdkglue.add_request_handler(server, "resources/unsubscribe", UnsubscribeRequestParams, notifier.on_unsubscribe)

@@ -76,10 +76,14 @@ class Watch:
                     logger.warning("watch: %s (retrying every %gs)", self._last_error, RETRY)
                 await anyio.sleep(RETRY)
 
+    async def patterns(self) -> list[str]:
+        """What is watched now: the session's current handle's inbox and the ``--watch`` patterns."""
+        status = await self.daemon.call("Status", {"session": self.daemon.session})
+        return watch_patterns(str(status.get("current") or ""), self.extra)
+
     async def step(self, pending: bool) -> bool:
         """One wait and its announcements; returns whether announced mail is still unread."""
-        status = await self.daemon.call("Status", {"session": self.daemon.session})
-        patterns = watch_patterns(str(status.get("current") or ""), self.extra)
+        patterns = await self.patterns()
         if not patterns:
             await self._nap(PENDING_POLL)  # nothing to watch until a handle is current
             return False

@@ -75,6 +75,8 @@ def test_without_a_daemon_the_server_starts_and_tools_say_so(tmp_path: Path) -> 
             result = raw.request("tools/call", {"name": "whoami", "arguments": {}})["result"]
             assert result["isError"] is True
             assert result["structuredContent"]["error"]["code"] == "E_DAEMON_NOT_RUNNING"
+        error = raw.request("resources/read", {"uri": "ppz://inbox"})["error"]
+        assert "E_DAEMON_NOT_RUNNING" in error["message"]
     finally:
         assert raw.close() == 0
     assert not (tmp_path / "home" / "daemon.pid").exists()

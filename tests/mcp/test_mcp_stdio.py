@@ -132,3 +132,18 @@ def test_the_server_exits_when_the_host_goes_away(world: dict[str, Any]) -> None
     assert raw.tool("whoami")["handle"] == world["alice"]
     assert raw.close() == 0  # stdin closed: no orphan, even with the watch waiting in ListWatch
     assert all(line.get("jsonrpc") == "2.0" for line in raw.lines)
+
+
+def test_a_stopped_daemon_is_started_when_a_credential_is_stored(world: dict[str, Any]) -> None:
+    h, alice = world["home"], world["alice"]
+    out = h.ppz("daemon", "stop")
+    assert out.returncode == 0 and out.stdout.startswith("daemon stopped"), out
+    raw = RawMcp(h, f"--as={alice}")
+    try:
+        raw.initialize()
+        me = raw.tool("whoami")
+        assert (me["handle"], me["logged_in"]) == (alice, True)
+    finally:
+        assert raw.close() == 0
+    assert h.status_or_none() is not None  # the daemon it started keeps running for everyone
+    h.wait_connected()

@@ -11,7 +11,10 @@
   capabilities then say ``resources.subscribe: true``;
 * reach a client **outside a request** (a push when mail arrives): the per-connection
   ``Connection`` (public class, public ``notify``/``send_resource_updated``/``exit_stack``) is
-  only reachable through the request's ``ServerSession``.
+  only reachable through the request's ``ServerSession``;
+* serve stdio **without a thread hop per line**: ``stdio_server(stdin, stdout)`` takes streams,
+  which here are asyncio pipes with the two methods it calls (``async for`` lines, ``write`` and
+  ``flush``).
 
 ``tests/mcp/test_sdkglue.py`` checks each of these against the installed SDK and fails loudly
 when an upgrade moves them.
@@ -19,7 +22,11 @@ when an upgrade moves them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.connection import Connection
@@ -28,6 +35,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
+from mcp.server.stdio import stdio_server
 from pydantic import BaseModel
 
 
@@ -70,3 +78,75 @@ def connection_of(session: ServerSession) -> Connection:
     if not isinstance(connection, Connection):
         raise RuntimeError("mcp SDK changed: ServerSession._connection is not a Connection")
     return connection
+
+
+class _PipeLines:
+    """stdin as ``stdio_server`` reads it (``async for line in stdin``), on the event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", "replace")
+
+
+class _PipeWriter:
+    """stdout as ``stdio_server`` writes it (``await write(text)``, ``await flush()``)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, text: str) -> None:
+        self._writer.write(text.encode("utf-8"))
+
+    async def flush(self) -> None:
+        await self._writer.drain()
+
+
+@asynccontextmanager
+async def stdio_pipes() -> AsyncIterator[tuple[Any, Any] | None]:
+    """stdin and stdout for ``stdio_server(stdin, stdout)`` read and written on the event loop,
+    when both are pipes (as an agent host connects them); ``None`` otherwise. The SDK's own
+    stdio streams hop to a worker thread for every line read and every write and flush."""
+    loop = asyncio.get_running_loop()
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+    transports: list[asyncio.BaseTransport] = []
+    try:
+        try:
+            reader = asyncio.StreamReader(limit=MAX_LINE, loop=loop)
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+            transports.append(transport)
+            wtransport, wprotocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
+            transports.append(wtransport)
+        except (OSError, ValueError):
+            yield None  # not pipes (a file, a terminal…): the SDK's own streams serve
+            return
+        yield _PipeLines(reader), _PipeWriter(asyncio.StreamWriter(wtransport, wprotocol, None, loop))
+    finally:
+        for each in transports:
+            each.close()
+        for file in (stdin, stdout):
+            with contextlib.suppress(OSError):
+                file.close()
+
+
+MAX_LINE = 256 * 1024 * 1024
+
+
+async def serve_stdio(server: MCPServer) -> None:
+    """``server.run_stdio_async()``, with stdin and stdout served on the event loop when they are
+    pipes (:func:`stdio_pipes`)."""
+    async with stdio_pipes() as pipes:
+        if pipes is None:
+            await server.run_stdio_async()
+            return
+        async with stdio_server(*pipes) as (read_stream, write_stream):
+            inner = lowlevel(server)
+            await inner.run(read_stream, write_stream, inner.create_initialization_options())

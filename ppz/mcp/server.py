@@ -177,5 +177,5 @@ async def serve_stdio(app: App) -> None:
     """Serve the host on stdin/stdout until it closes stdin, then stop everything."""
     async with anyio.create_task_group() as tg:
         await tg.start(run_background, app)
-        await app.server.run_stdio_async()
+        await sdkglue.serve_stdio(app.server)
         tg.cancel_scope.cancel()

@@ -3,6 +3,7 @@ and a CLI that does not import the MCP server unless ``ppz mcp`` runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -80,3 +81,16 @@ def test_without_a_daemon_the_server_starts_and_tools_say_so(tmp_path: Path) -> 
     finally:
         assert raw.close() == 0
     assert not (tmp_path / "home" / "daemon.pid").exists()
+
+
+def test_stdin_and_stdout_that_are_files_are_served_too(tmp_path: Path) -> None:
+    """Not pipes (a file, as in a test harness): the SDK's own stdio streams serve."""
+    requests = tmp_path / "in.jsonl"
+    requests.write_text('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+                        '"capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n')
+    with requests.open("rb") as stdin, (tmp_path / "out.jsonl").open("wb") as stdout:
+        done = subprocess.run([*CLI, "mcp"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=60,
+                              env={**os.environ, "PPZ_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr
+    [reply] = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert reply["id"] == 1 and reply["result"]["serverInfo"]["name"] == "ppz"

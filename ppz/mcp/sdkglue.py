@@ -110,13 +110,13 @@ class _PipeWriter:
 
 
 @asynccontextmanager
-async def stdio_pipes() -> AsyncIterator[tuple[Any, Any] | None]:
+async def stdio_pipes(stdin_fd: int = 0, stdout_fd: int = 1) -> AsyncIterator[tuple[Any, Any] | None]:
     """stdin and stdout for ``stdio_server(stdin, stdout)`` read and written on the event loop,
     when both are pipes (as an agent host connects them); ``None`` otherwise. The SDK's own
     stdio streams hop to a worker thread for every line read and every write and flush."""
     loop = asyncio.get_running_loop()
-    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
-    stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+    stdin = os.fdopen(os.dup(stdin_fd), "rb", buffering=0)
+    stdout = os.fdopen(os.dup(stdout_fd), "wb", buffering=0)
     transports: list[asyncio.BaseTransport] = []
     try:
         try:

@@ -4,13 +4,17 @@ here means an SDK upgrade moved something ``ppz mcp`` relies on: fix ``sdkglue``
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from mcp.client._memory import InMemoryTransport
 from mcp.server.connection import Connection
 from mcp.server.mcpserver import MCPServer
+from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 from mcp_types import EmptyResult, JSONRPCNotification, JSONRPCRequest, SubscribeRequestParams
 
@@ -71,3 +75,29 @@ async def test_experimental_capability_subscribe_handler_and_pushes_outside_a_re
         closed: list[bool] = []
         connection.exit_stack.callback(closed.append, True)
     assert closed == [True]  # the connection's exit stack runs when the client goes away
+
+
+async def test_stdio_server_serves_pipes_read_and_written_on_the_event_loop() -> None:
+    server = MCPServer("pipes-test")
+    to_server, from_client = os.pipe()
+    to_client, from_server = os.pipe()
+    try:
+        async with sdkglue.stdio_pipes(to_server, from_server) as pipes, anyio.create_task_group() as tg:
+            assert pipes is not None
+            inner = sdkglue.lowlevel(server)
+
+            async def serve() -> None:
+                async with stdio_server(*pipes) as (read_stream, write_stream):
+                    await inner.run(read_stream, write_stream, inner.create_initialization_options())
+
+            tg.start_soon(serve)
+            os.write(from_client, b'{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":'
+                                  b'"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}\n')
+            reply = await anyio.to_thread.run_sync(lambda: os.read(to_client, 65536))
+            assert json.loads(reply)["result"]["serverInfo"]["name"] == "pipes-test"
+            os.close(from_client)  # EOF: the server ends
+            from_client = -1
+    finally:
+        for fd in (to_server, from_client, to_client, from_server):
+            if fd >= 0:
+                os.close(fd)

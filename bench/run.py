@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, failed_row  # noqa: E402
 
-FIGURES = ["cli", "send", "batch", "follow", "wait", "idle"]
+FIGURES = ["cli", "send", "batch", "follow", "wait", "mcp", "idle"]
 
 
 def machine() -> dict[str, Any]:

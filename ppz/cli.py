@@ -8,7 +8,8 @@ does the work. Parsing, binding and everything else that touches Fire is in
 
 The CLI imports only what a command needs: the standard library, the stdlib-only ``ppz``
 modules and the one ``ppz.commands`` module of the command. It never imports pykka, nats,
-requests or orjson; ``daemon start --foreground`` imports ``bootstrap`` lazily.
+requests or orjson; ``daemon start --foreground`` imports ``bootstrap`` lazily, ``mcp`` the
+``ppz.mcp`` package.
 """
 
 from __future__ import annotations
@@ -305,6 +306,25 @@ class Ppz:
         """
         return Action("heartbeat.heartbeat", handle, interval, state, harness, model, once, self.__command)
 
+    def mcp(self, *args: Text) -> Action:
+        """Run the MCP server for agent hosts (Claude Code, Codex…) on stdin/stdout.
+
+        ppz mcp [--as=HANDLE] [--session=S] [--watch=PATTERN]... [--channel]
+        serves the tools whoami, send, read, reread, list, who and create_pipe and the resource
+        ppz://inbox; stdout carries only MCP messages, logs go to stderr. --as makes HANDLE this
+        session's current handle (created if missing); the session is --session, else
+        $PPZ_SESSION, else mcp-HANDLE with --as, else mcp. The inbox and every --watch pattern
+        (a name or glob, as for ppz ls; repeatable) are watched: subscribers of ppz://inbox are
+        told about new mail, and with --channel so is Claude Code (notifications/claude/channel).
+
+        ppz mcp install --claude|--codex [--as=HANDLE] prints, without running anything, the
+        command (Claude Code) or the ~/.codex/config.toml block (Codex) that registers it.
+
+        Args:
+          args: The flags above, or install followed by its flags.
+        """
+        return Action("mcp.mcp", args)
+
     def completion(self, shell: Shell) -> Action:
         """Print a shell completion script; load it with: source <(ppz completion bash).
 
@@ -319,6 +339,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args[:1] == ["__complete"]:
             Action("completion.complete", args[1] if len(args) > 1 else "").run()
+            return
+        if args[:1] == ["mcp"] and "--help" not in args and "-h" not in args:
+            # argparse, not Fire: --as is a Python keyword and --watch repeats
+            Action("mcp.mcp", args[1:]).run()
             return
         args, command = split_heartbeat_command(args)
         dispatch(Ppz(command), args)

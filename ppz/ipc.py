@@ -390,18 +390,20 @@ class _LineReader:
         self._buf += chunk
 
 
-def _call(
-    method: str, params: Mapping[str, Any] | None, timeout: float | None, path: str | None
-) -> dict[str, Any]:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    request = encode_request(method, params)
-    with _connect(path or socket_path(), deadline) as sock:
-        _send_request(sock, request, deadline)
-        line = _LineReader(sock, deadline).readline()
+def decode_event(line: bytes) -> dict[str, Any]:
+    """One reply or stream-event line as an object; an ``error`` member is raised as
+    ``PpzError``, an undecodable line as :class:`IpcDecodeError`."""
+    event = _decode_line(line)
+    _raise_if_error(event)
+    return event
+
+
+def reply_result(line: bytes | None) -> dict[str, Any]:
+    """The ``result`` object of a non-streaming reply line (``None``: the daemon closed the
+    connection without a reply). Raises as :func:`decode_event`."""
     if line is None:
         raise IpcDecodeError("connection closed without a reply")
-    reply = _decode_line(line)
-    _raise_if_error(reply)
+    reply = decode_event(line)
     if "result" not in reply:
         raise IpcDecodeError("reply has neither result nor error")
     result = reply["result"]
@@ -410,6 +412,17 @@ def _call(
     if not isinstance(result, dict):
         raise IpcDecodeError(f"result is not an object (got {_json_type(result)})")
     return result
+
+
+def _call(
+    method: str, params: Mapping[str, Any] | None, timeout: float | None, path: str | None
+) -> dict[str, Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    request = encode_request(method, params)
+    with _connect(path or socket_path(), deadline) as sock:
+        _send_request(sock, request, deadline)
+        line = _LineReader(sock, deadline).readline()
+    return reply_result(line)
 
 
 def call(
@@ -452,6 +465,4 @@ def stream(
         _send_request(sock, request, None)
         reader = _LineReader(sock, None)
         while (line := reader.readline()) is not None:
-            event = _decode_line(line)
-            _raise_if_error(event)
-            yield event
+            yield decode_event(line)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,3 +48,14 @@ def module_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def fresh_world(server: ServerProcess, h: DaemonHome, handles: tuple[str, ...] = ("alice", "bob")) -> dict[str, Any]:
     """:func:`daemonfixture.setup_world` in an account of its own on a shared server."""
     return setup_world(server, h, handles, account=f"acct-{next(_accounts)}")
+
+
+@contextmanager
+def world_at(server: ServerProcess, root: Path, handles: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """:func:`fresh_world` with a daemon of its own at ``root`` (e.g. for a module-scoped
+    fixture: a daemon start and login cost seconds), killed on the way out."""
+    h = DaemonHome(root)
+    try:
+        yield fresh_world(server, h, handles)
+    finally:
+        h.kill()

@@ -14,7 +14,8 @@ import pytest
 
 from ppz import cli
 
-HEAVY = ("pykka", "nats", "requests", "orjson", "ppz.bootstrap", "ppz.server")
+HEAVY = ("pykka", "nats", "requests", "orjson", "ppz.bootstrap", "ppz.server", "ppz.mcp", "mcp", "mcp_types",
+         "pydantic", "anyio")
 
 MESSAGING = [["send", "bob", "hi"], ["read", "bob.inbox"], ["reread", "inbox"], ["ls", "--json"], ["who"],
              ["diagnostics"], ["source", "create", "x"], ["source", "destroy", "x*"], ["set", "handle", "x"],

@@ -163,10 +163,18 @@ def current_handle() -> str:
     return handle
 
 
-def split_target(target: str) -> tuple[str, str]:
+def parse_target(target: str) -> tuple[str, str]:
     """``HANDLE.PIPE`` → (handle, pipe); ``PIPE`` → ("", pipe). More than one dot or an empty
-    part → E_INVALID_PIPE (exit 20)."""
+    part → ``PpzError(E_INVALID_PIPE)``."""
     handle, dot, pipe = target.rpartition(".")
     if "." in handle or not pipe or (dot and not handle):
-        fail(errors.PpzError(errors.E_INVALID_PIPE, INVALID_TARGET.format(target)))
+        raise errors.PpzError(errors.E_INVALID_PIPE, INVALID_TARGET.format(target))
     return handle, pipe
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """:func:`parse_target`; an invalid target prints E_INVALID_PIPE and exits 20."""
+    try:
+        return parse_target(target)
+    except errors.PpzError as err:
+        fail(err)

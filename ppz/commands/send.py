@@ -11,12 +11,17 @@ from ppz.commands.client import call, current_handle, env_handle, fail, flag_on,
 PRIORITIES = {"1": 1, "high": 1, "2": 2, "medium": 2, "med": 2, "3": 3, "low": 3}
 
 
-def send_target(target: str) -> dict[str, str]:
-    """Send: dotless ``T`` → the uncollared pipe T if it exists, else ``T.inbox``."""
-    handle, pipe = split_target(target)
+def send_fields(handle: str, pipe: str) -> dict[str, str]:
+    """The target fields of ``Send`` for a parsed target: dotless ``T`` (``handle`` empty) → the
+    uncollared pipe T if it exists, else ``T.inbox``; ``H.P`` → the collared pipe."""
     if not handle:
         return {"handle": pipe, "channel": "inbox", "bare_target": pipe}
     return {"handle": handle, "channel": pipe}
+
+
+def send_target(target: str) -> dict[str, str]:
+    """Send: dotless ``T`` → the uncollared pipe T if it exists, else ``T.inbox``."""
+    return send_fields(*split_target(target))
 
 
 def parse_priority(value: Any) -> int:

@@ -209,6 +209,12 @@ def decode_request(line: bytes | str) -> tuple[str, dict[str, Any]]:
         obj = json.loads(line)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise PpzError(E_PROTOCOL, f"invalid request: {exc}") from None
+    return request_fields(obj)
+
+
+def request_fields(obj: object) -> tuple[str, dict[str, Any]]:
+    """``(method, params)`` of a decoded request (the checks of :func:`decode_request` after
+    the JSON decoding, for a daemon that decodes with another library)."""
     if not isinstance(obj, dict):
         raise PpzError(E_PROTOCOL, f"invalid request: expected a JSON object, got {_json_type(obj)}")
     method = obj.get("method")

@@ -82,15 +82,17 @@ async def latency_phase(rig: Rig, kind: str, handle: str, n: int) -> list[float]
 
 
 async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int = FANOUT,
-                       setup_timeout: float = 90.0) -> tuple[list[dict[str, Any]], dict[str, float]]:
+                       setup_timeout: float = 90.0, deadline: float = 3.0
+                       ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """``n`` follows of a fresh source, then ``broadcasts`` messages one at a time.
 
     Returns the worker's per-broadcast reports and resource figures of the process that serves
     the follows (the daemon for ``ppz-follow``, the worker itself for ``nats-follow``): RSS once
-    every follow receives, CPU % over the broadcasts, and the setup time.
+    every follow receives, CPU % over the broadcasts, and the setup time. A broadcast that has
+    not reached every follower after ``deadline`` seconds is reported with those it reached.
     """
     src = rig.create_source(handle)
-    worker = Worker([kind, n], {**rig.env(), **src})
+    worker = Worker([kind, n], {**rig.env(), **src, "BENCH_BROADCAST_DEADLINE": str(deadline)})
     pid = rig.daemon_pid() if kind == "ppz-follow" else worker.proc.pid
     nc = await connect(rig)
     out = []
@@ -106,7 +108,7 @@ async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int
         c0 = time.monotonic()
         for b in range(broadcasts):
             await js.publish(src["BENCH_SUBJECT"], body(f"b:{b}:{clock_ns()}"))
-            out.append(worker.readline(10))
+            out.append(worker.readline(deadline + 10))
             await asyncio.sleep(0.3)
         cpu1, rss1 = proc_stat(pid)
         stats = {"rss_mb": max(rss, rss1) / 1e6, "cpu_pct": (cpu1 - cpu0) / (time.monotonic() - c0) * 100,

@@ -35,7 +35,7 @@ def test_quick_scale_run_measures_every_curve(tmp_path: Path) -> None:
     for r in rows:
         seen.setdefault(r["curve"], set()).add(r["metric"])
         if r["curve"] == "follows" and r["metric"] == "last receipt":
-            assert "reached 5/5" in r["note"], r  # every follower got every broadcast
+            assert "10 s 5/5" in r["note"], r  # every follower got every broadcast
         if r["curve"] == "daemons" and r["metric"] == "daemons connected, no swap":
             assert r["ok"], r
     assert seen == CURVES

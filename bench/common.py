@@ -70,6 +70,19 @@ class Row:
                 "ratio": self.ratio, "target": self.target, "ok": self.ok, "note": self.note, **self.extra}
 
 
+def curve_row(curve: str, x: int, x_label: str, metric: str, ppz: float | None, baseline: float | None,
+              unit: str, *, target: str = "—", ok: bool | None = None, note: str = "",
+              target_abs: float | None = None, target_ratio: float | None = None,
+              target_at: int | None = None) -> Row:
+    """One point of a scale curve (``--scale``): a summary row that ``plots.py`` can also draw.
+
+    ``target_abs`` (in ``unit``) or ``target_ratio`` (× baseline) is drawn on the chart;
+    ``target_at`` limits the drawn target to the x where it applies (None: every x)."""
+    extra = {"curve": curve, "x": x, "x_label": x_label, "metric": metric, "target_abs": target_abs,
+             "target_ratio": target_ratio, "target_at": target_at}
+    return Row(f"{curve} @ {x:,}: {metric}", ppz, baseline, unit, target=target, ok=ok, note=note, extra=extra)
+
+
 def failed_row(figure: str, exc: BaseException) -> Row:
     return Row(figure, None, None, "", target="—", ok=False, note=f"benchmark failed: {type(exc).__name__}: {exc}")
 
@@ -365,6 +378,96 @@ def sign_cb(seed: str) -> Any:
         return base64.b64encode(nkeys.from_seed(bytearray(seed.encode())).sign(nonce.encode()))
 
     return sign
+
+
+class TimingProxy:
+    """A TCP proxy in front of ppz-server's HTTP port that times every request it forwards:
+    from the request's first bytes to the response's first bytes, per path (HTTP/1.1 keep-alive:
+    one request at a time per connection). It runs on an asyncio loop of its own thread, so the
+    latency it records is what a client of the server sees, plus one loopback hop both ways,
+    for the daemons and for the baseline alike."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import asyncio
+
+        self._target = (target_host, target_port)
+        self._loop = asyncio.new_event_loop()
+        self._server: Any = None
+        self.port = 0
+        self.samples: list[tuple[str, float, float]] = []  # (path, start monotonic, latency s)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="bench-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TimingProxy:
+        import asyncio
+
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        import asyncio
+
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _cancel_all(self) -> None:
+        import asyncio
+
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def take(self, path: str, since: float = 0.0) -> list[float]:
+        """Latencies in ms of requests to ``path`` started at or after ``since`` (monotonic)."""
+        return [lat * 1000 for p, t, lat in list(self.samples) if p == path and t >= since]
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        pending: list[tuple[str, float]] = []
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+
+        async def upstream() -> None:
+            while chunk := await reader.read(65536):
+                if chunk[:1].isalpha() and b" " in chunk[:16]:  # a request line starts here
+                    parts = chunk.split(b" ", 2)
+                    path = parts[1].split(b"?")[0].decode("latin-1") if len(parts) > 1 else ""
+                    pending.append((path, time.monotonic()))
+                up_writer.write(chunk)
+                await up_writer.drain()
+            up_writer.close()
+
+        async def downstream() -> None:
+            while chunk := await up_reader.read(65536):
+                if chunk.startswith(b"HTTP/") and pending:
+                    path, t0 = pending.pop(0)
+                    self.samples.append((path, t0, time.monotonic() - t0))
+                writer.write(chunk)
+                await writer.drain()
+            writer.close()
+
+        try:
+            await asyncio.gather(upstream(), downstream())
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
 
 
 def clock_ns() -> int:

@@ -30,7 +30,7 @@ while not buf.endswith(b"\\n"):
 assert "result" in json.loads(buf)
 """
 
-TARGET = 2.0
+TARGET = 1.5
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:

@@ -10,7 +10,15 @@ it started, also on failure or Ctrl-C. Figures (see each module's docstring):
     follow  publish → follower latency vs a raw ordered consumer; 200 concurrent follows
     idle    daemon RSS and CPU over 30 s idle (vs an idle, connected nats-py process)
 
-Usage: ``python bench/run.py [--only cli,send,...] [--quick] [--json FILE] [--markdown] [--strict]``.
+Scale curves (``--scale``, each point against a baseline measured in the same run):
+
+    follows  10 / 100 / 1 000 concurrent follows: last receipt, daemon RSS and CPU
+    ls       ``ppz ls`` over 10 / 100 / 1 000 pipes vs a raw listing
+    payload  ``Send`` p50 at 128 B / 8 KiB / 60 KiB vs raw ``js.publish``
+    daemons  1 / 10 / 50 daemons on one server, 10 s JWTs: exchange latency, server CPU
+
+Usage: ``python bench/run.py [--scale] [--only cli,send,...] [--quick] [--plots DIR] [--json FILE]
+[--markdown] [--strict]``.
 Exit status 1 when a figure could not be measured (or, with ``--strict``, when a target is missed).
 """
 
@@ -32,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, failed_row  # noqa: E402
 
 FIGURES = ["cli", "send", "batch", "follow", "wait", "mcp", "idle"]
+# Scale curves (``--scale``), modules ``scale_<name>.py``.
+SCALE = ["follows", "ls", "payload", "daemons"]
 
 
 def machine() -> dict[str, Any]:
@@ -61,6 +71,8 @@ def machine() -> dict[str, Any]:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
+    if unit == "daemons":
+        return f"{value:.0f}"
     if unit in ("msg/s",):
         return f"{value:,.0f} {unit}"
     if unit == "%":
@@ -102,7 +114,7 @@ def markdown_table(rows: list[Row]) -> str:
 def run_figure(name: str, quick: bool) -> list[Row]:
     import importlib
 
-    module = importlib.import_module(f"fig_{name}")
+    module = importlib.import_module(f"scale_{name}" if name in SCALE else f"fig_{name}")
     try:
         return module.run(quick=quick)
     except KeyboardInterrupt:
@@ -114,16 +126,29 @@ def run_figure(name: str, quick: bool) -> list[Row]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures to run")
+    parser.add_argument("--only", help=f"comma-separated figures to run, from {FIGURES + SCALE}")
+    parser.add_argument("--scale", action="store_true", help=f"also run the scale curves {SCALE} (~10 min)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test, not for numbers)")
+    parser.add_argument("--plots", metavar="DIR", help="write a PNG chart of each scale curve (needs the bench "
+                        "extra: pip install -e '.[bench]')")
     parser.add_argument("--json", metavar="FILE", help="also write the rows (with raw samples) as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args()
-    chosen = [f.strip() for f in args.only.split(",") if f.strip()]
-    unknown = [f for f in chosen if f not in FIGURES]
+    if args.only:
+        chosen = [f.strip() for f in args.only.split(",") if f.strip()]
+    else:
+        chosen = FIGURES + (SCALE if args.scale else [])
+    unknown = [f for f in chosen if f not in FIGURES + SCALE]
     if unknown:
-        parser.error(f"unknown figure(s) {unknown}; choose from {FIGURES}")
+        parser.error(f"unknown figure(s) {unknown}; choose from {FIGURES + SCALE}")
+    if args.plots:
+        try:
+            import plots  # noqa: F401 - fail now, not after a 10-minute run
+        except ImportError as exc:
+            print(f"--plots needs matplotlib, from the bench extra: {Path(sys.executable).parent}/pip install -e "
+                  f"'.[bench]' ({exc})", file=sys.stderr)
+            return 2
 
     # SIGTERM unwinds like Ctrl-C, so every context manager stops what it started.
     def on_term(signum: int, frame: Any) -> None:
@@ -152,6 +177,11 @@ def main() -> int:
     if args.markdown:
         print()
         print(markdown_table(rows))
+    if args.plots:
+        import plots
+
+        for path in plots.write_charts(rows, Path(args.plots), info):
+            print(f"chart: {path}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "rows": [r.as_json() for r in rows]}, indent=1))
     broken = [r for r in rows if r.ok is False and r.ppz is None]

@@ -35,8 +35,10 @@ DEFAULT_TIMEOUT = 30.0
 SOCKET_NAME = "daemon.sock"
 HOME_SUBDIR = ".ppz"
 
-# Replies such as List can be large: read them in big chunks.
-_RECV_CHUNK = 256 * 1024
+# Bytes asked of one recv (and one peek of the daemon's request reader). Python allocates the
+# whole buffer on every call: 256 KiB cost ~15 µs per recv of a small reply, 64 KiB ~2 µs
+# (docs/performance.md); large replies such as List just take a few more recvs.
+_RECV_CHUNK = 64 * 1024
 # A full listen backlog makes a Unix-socket connect fail with EAGAIN: retry until the deadline.
 _CONNECT_RETRY_SECONDS = 0.01
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -209,6 +211,12 @@ def decode_request(line: bytes | str) -> tuple[str, dict[str, Any]]:
         obj = json.loads(line)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise PpzError(E_PROTOCOL, f"invalid request: {exc}") from None
+    return request_fields(obj)
+
+
+def request_fields(obj: object) -> tuple[str, dict[str, Any]]:
+    """``(method, params)`` of a decoded request (the checks of :func:`decode_request` after
+    the JSON decoding, for a daemon that decodes with another library)."""
     if not isinstance(obj, dict):
         raise PpzError(E_PROTOCOL, f"invalid request: expected a JSON object, got {_json_type(obj)}")
     method = obj.get("method")

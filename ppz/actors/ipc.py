@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pykka
 
 from ppz import errors, ipc, verbs
@@ -24,6 +25,9 @@ from ppz.aioloop import LoopThread
 logger = logging.getLogger(__name__)
 
 INTERNAL = errors.PpzError(errors.E_INTERNAL, "daemon internal error")
+ACCEPT_BURST = 64  # connections accepted per wake-up of the listener, at most
+PEEK_CHUNK = 65536  # bytes peeked for the request line (a longer one takes the general path)
+REPLY_WAIT = 30.0  # seconds a client may take to read a reply that did not fit the socket buffer
 
 
 def send_all(conn: socket.socket, data: bytes) -> None:
@@ -126,7 +130,7 @@ async def read_request_line_async(loop: asyncio.AbstractEventLoop, conn: socket.
     buf = bytearray()
     while True:
         try:
-            chunk = conn.recv(min(65536, ipc.MAX_REQUEST_BYTES - len(buf)), socket.MSG_PEEK)
+            chunk = conn.recv(min(PEEK_CHUNK, ipc.MAX_REQUEST_BYTES - len(buf)), socket.MSG_PEEK)
         except BlockingIOError:
             await _readable(loop, conn)
             continue
@@ -220,47 +224,83 @@ class IpcAcceptorActor(pykka.ThreadingActor):
             ).start()
 
     async def _accept_async(self) -> None:
+        """Accept on the loop until cancelled: the listener is watched once (one ``add_reader``
+        for its lifetime, not one per connection), and each wake-up accepts every pending
+        connection."""
         loop = asyncio.get_running_loop()
-        while not self._closing.is_set():
-            try:
-                conn, _ = await loop.sock_accept(self._listener)
-            except asyncio.CancelledError:
-                raise
-            except OSError:
-                if self._closing.is_set():
-                    return
-                logger.warning("accept failed", exc_info=True)
-                await asyncio.sleep(0.01)
-                continue
-            loop.create_task(self._serve_async(loop, conn))
-
-    async def _serve_async(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
-        handed_off = False
+        fd = self._listener.fileno()
+        loop.add_reader(fd, self._accept_pending, loop)
         try:
-            conn.setblocking(False)
+            await loop.create_future()  # until close() cancels this task
+        finally:
+            loop.remove_reader(fd)
+
+    def _accept_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        for _ in range(ACCEPT_BURST):
             try:
-                line = await read_request_line_async(loop, conn)
-            except ipc.RequestTooLarge as exc:
-                await self._reply(loop, conn, ipc.encode_error(exc))
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            except (ipc.RequestIncomplete, OSError):
+            except OSError:
+                if not self._closing.is_set():
+                    logger.warning("accept failed", exc_info=True)
                 return
             try:
-                method, raw = ipc.decode_request(line)
-                params = verbs.check_params(method, raw)
-                fast = self._fast.get(method)
-                reply = await fast(params) if fast is not None else None
-            except errors.PpzError as exc:
-                await self._reply(loop, conn, ipc.encode_error(exc))
-                return
+                conn.setblocking(False)
+                self._serve_now(loop, conn)
             except Exception:
-                logger.exception("IPC handler failed")
-                await self._reply(loop, conn, ipc.encode_error(INTERNAL))
-                return
-            if reply is not None:
-                await self._reply(loop, conn, ipc.encode_result(reply))
-                return
-            handed_off = True
+                logger.exception("IPC connection failed")
+                close_quietly(conn)
+
+    def _serve_now(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        """Serve a new connection from the accept callback: the request line has usually
+        arrived with the connection, and then only a fast handler's work needs a task. Anything
+        else (the line still on its way, a long line) takes the general path, a task."""
+        try:
+            chunk = conn.recv(PEEK_CHUNK, socket.MSG_PEEK)
+        except BlockingIOError:
+            chunk = b""
+        except OSError:
+            close_quietly(conn)
+            return
+        end = chunk.find(b"\n")
+        if end < 0:
+            loop.create_task(self._serve_async(loop, conn))
+            return
+        line = conn.recv(end + 1)[:-1]
+        self._answer(loop, conn, line)
+
+    def _answer(self, loop: asyncio.AbstractEventLoop, conn: socket.socket, line: bytes) -> None:
+        """Decode and validate the request line; answer an invalid one here, run a fast handler
+        in a task, hand anything else to a thread. Owns ``conn`` from here on."""
+        try:
+            method, raw = decode_request(line)
+            params = verbs.check_params(method, raw)
+        except Exception as exc:
+            reply_error(loop, conn, exc)
+            return
+        fast = self._fast.get(method)
+        if fast is not None:
+            loop.create_task(self._run_fast(loop, conn, fast, method, params))
+        else:
+            self._hand_off(conn, method, params)
+
+    async def _run_fast(self, loop: asyncio.AbstractEventLoop, conn: socket.socket,
+                        fast: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]], method: str,
+                        params: dict[str, Any]) -> None:
+        try:
+            reply = await fast(params)
+        except Exception as exc:
+            reply_error(loop, conn, exc)
+            return
+        if reply is None:
+            self._hand_off(conn, method, params)
+        else:
+            reply_and_close(loop, conn, encode_result(reply))
+
+    def _hand_off(self, conn: socket.socket, method: str, params: dict[str, Any]) -> None:
+        """The blocking handler, on a thread of its own (which closes ``conn``)."""
+        try:
             threading.Thread(
                 target=dispatch_and_close,
                 args=(conn, method, params, self._handlers, self._stream_handlers),
@@ -269,13 +309,72 @@ class IpcAcceptorActor(pykka.ThreadingActor):
             ).start()
         except Exception:
             logger.exception("IPC connection failed")
-        finally:
-            if not handed_off:
-                close_quietly(conn)
+            close_quietly(conn)
 
-    @staticmethod
-    async def _reply(loop: asyncio.AbstractEventLoop, conn: socket.socket, data: bytes) -> None:
+    async def _serve_async(self, loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+        """The general path: wait for the whole request line without blocking the loop."""
         try:
-            await asyncio.wait_for(loop.sock_sendall(conn, data), 30.0)
-        except (OSError, TimeoutError):
-            pass
+            line = await read_request_line_async(loop, conn)
+        except ipc.RequestTooLarge as exc:
+            reply_and_close(loop, conn, ipc.encode_error(exc))
+            return
+        except (ipc.RequestIncomplete, OSError):
+            close_quietly(conn)
+            return
+        except BaseException:
+            close_quietly(conn)
+            raise
+        self._answer(loop, conn, line)
+
+
+def decode_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """``ipc.decode_request`` with orjson, falling back to the standard library whenever orjson
+    refuses (so the answers and error texts are exactly the standard library's)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return ipc.decode_request(line)
+    return ipc.request_fields(obj)
+
+
+def encode_result(result: dict[str, Any]) -> bytes:
+    """``ipc.encode_result`` with orjson (compact, non-ASCII as UTF-8); whatever orjson cannot
+    write (lone surrogates, integers beyond 64 bits) goes through the standard library."""
+    try:
+        return orjson.dumps({"result": result}) + b"\n"
+    except orjson.JSONEncodeError:
+        return ipc.encode_result(result)
+
+
+def reply_error(loop: asyncio.AbstractEventLoop, conn: socket.socket, exc: Exception) -> None:
+    """Answer a failed request (from its ``except`` block): its PpzError, else E_INTERNAL."""
+    if isinstance(exc, errors.PpzError):
+        reply_and_close(loop, conn, ipc.encode_error(exc))
+        return
+    logger.exception("IPC handler failed")
+    reply_and_close(loop, conn, ipc.encode_error(INTERNAL))
+
+
+def reply_and_close(loop: asyncio.AbstractEventLoop, conn: socket.socket, data: bytes) -> None:
+    """Write ``data`` and close ``conn``: at once when the socket takes it all (a reply fits in
+    the socket buffer), else in a task that gives the client ``REPLY_WAIT`` seconds to read."""
+    try:
+        sent = conn.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        close_quietly(conn)
+        return
+    if sent == len(data):
+        close_quietly(conn)
+        return
+    loop.create_task(_reply_rest(loop, conn, data[sent:]))
+
+
+async def _reply_rest(loop: asyncio.AbstractEventLoop, conn: socket.socket, data: bytes) -> None:
+    try:
+        await asyncio.wait_for(loop.sock_sendall(conn, data), REPLY_WAIT)
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        close_quietly(conn)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -408,3 +409,127 @@ def test_a_stopped_acceptor_accepts_nothing(socket_path: Path) -> None:
     with pytest.raises(errors.PpzError) as caught:
         ipc.call("Status", timeout=2, path=str(socket_path))
     assert caught.value.code == errors.E_DAEMON_NOT_RUNNING
+
+
+# --- the acceptor on the event loop (the daemon's mode) ------------------------------------------
+
+
+@pytest.fixture
+def loop_acceptor(socket_path: Path) -> Iterator[Any]:
+    """``start(handlers, streams, fast)``: an acceptor serving ``socket_path`` on a LoopThread."""
+    from ppz.aioloop import LoopThread
+
+    loop_thread = LoopThread("test-loop")
+    loop_thread.start()
+    started: list[Any] = []
+
+    def start(handlers: dict[str, Any], streams: dict[str, Any] | None = None,
+              fast: dict[str, Any] | None = None) -> Any:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(socket_path))
+        listener.listen(16)
+        ref = IpcAcceptorActor.start(listener=listener, handlers=handlers, stream_handlers=streams or {},
+                                     fast_handlers=fast or {}, loop_thread=loop_thread)
+        started.append(ref)
+        return ref
+
+    start.loop_thread = loop_thread  # type: ignore[attr-defined]
+    yield start
+    for ref in started:
+        ref.stop()
+    loop_thread.stop()
+
+
+@contextlib.contextmanager
+def loop_paused(loop_thread: Any) -> Iterator[None]:
+    """Hold the event loop (a callback that blocks it) for the duration of the block."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    loop_thread.loop.call_soon_threadsafe(hold)
+    assert holding.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+
+
+class Fast:
+    """A fast handler: records the thread it ran on and answers ``result`` (None: not warm)."""
+
+    def __init__(self, result: dict[str, Any] | None, raises: BaseException | None = None) -> None:
+        self.result = result
+        self.raises = raises
+        self.threads: list[str] = []
+
+    async def __call__(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        self.threads.append(threading.current_thread().name)
+        if self.raises is not None:
+            raise self.raises
+        return self.result
+
+
+def test_on_the_loop_a_fast_handler_answers_there_and_others_run_on_threads(loop_acceptor: Any,
+                                                                            socket_path: Path) -> None:
+    fast = Fast({"id": "x", "text": "é"})
+    status = Handler({"logged_in": False})
+    loop_acceptor({"Status": status, "Who": Handler({"who": 1})}, fast={"Status": Fast(None), "Who": fast})
+    assert ipc.call("Who", timeout=5, path=str(socket_path)) == {"id": "x", "text": "é"}
+    assert fast.threads == ["test-loop"]
+    # Not warm (None): the full handler answers, on a thread.
+    assert ipc.call("Status", {"session": "s"}, timeout=5, path=str(socket_path)) == {"logged_in": False}
+    assert status.calls == [{"session": "s"}]
+
+
+def test_on_the_loop_bad_requests_get_their_answers(loop_acceptor: Any, socket_path: Path) -> None:
+    loop_acceptor({"Status": Handler()}, fast={"Who": Fast(None, raises=RuntimeError("boom")),
+                                                "Diag": Fast(None, raises=errors.PpzError(errors.E_NOT_LOGGED_IN))})
+    assert connect_and_send(socket_path, b"x" * MAX) == TOO_LARGE
+    assert connect_and_send(socket_path, b'{"method":"Status"', eof=True) == b""
+    assert connect_and_send(socket_path, b'{"method":"Who"}\n') == INTERNAL
+    assert error_of(json.loads(connect_and_send(socket_path, b'{"method":"Diag"}\n')))[0] == errors.E_NOT_LOGGED_IN
+    assert error_of(json.loads(connect_and_send(socket_path, b"{{{\n")))[0] == errors.E_PROTOCOL
+    # The standard library's texts, also where orjson would decode differently or not at all.
+    for line in (b'{"method":"Status","params":{"session":"\\ud800"}}', b"[1]", b'{"method":1}', b"\xff"):
+        try:
+            ipc.decode_request(line)
+        except errors.PpzError as exc:
+            want: bytes = ipc.encode_error(exc)
+        else:
+            want = b'{"result":{}}\n'
+        assert connect_and_send(socket_path, line + b"\n") == want
+    assert ipc.call("Status", {"session": "s"}, timeout=5, path=str(socket_path)) == {}
+
+
+def test_on_the_loop_bytes_after_the_request_line_stay_in_the_socket(loop_acceptor: Any,
+                                                                      socket_path: Path) -> None:
+    seen: list[bytes] = []
+
+    def read(params: dict[str, Any], conn: socket.socket) -> None:
+        seen.append(conn.recv(100))  # a follow's "client gone" read
+        conn.sendall(b'{"msg":1}\n')
+
+    loop_acceptor({}, streams={"Read": read})
+    assert connect_and_send(socket_path, b'{"method":"Read","params":{}}\nXY') == b'{"msg":1}\n'
+    # Again with everything in the socket before the acceptor wakes up (its other path).
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        with loop_paused(loop_acceptor.loop_thread):
+            sock.connect(str(socket_path))
+            sock.sendall(b'{"method":"Read","params":{}}\nZ')
+        assert read_to_eof(sock) == b'{"msg":1}\n'
+    assert seen == [b"XY", b"Z"]
+
+
+def test_on_the_loop_a_reply_larger_than_the_socket_buffer_arrives_whole(loop_acceptor: Any,
+                                                                          socket_path: Path) -> None:
+    big = "y" * (4 * 1024 * 1024)
+    loop_acceptor({}, fast={"Who": Fast({"blob": big})})
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(socket_path))
+        sock.sendall(b'{"method":"Who"}\n')
+        assert json.loads(read_to_eof(sock)) == {"result": {"blob": big}}

@@ -69,10 +69,10 @@ JS_TIMEOUT = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnView:
-    """Immutable view of the installed connection, published for request threads."""
+    """Immutable view of the installed connection, published for request handlers (on their
+    threads, and the warm Send path on the loop)."""
 
     nc: NatsClient | None = None
-    js: Any = None
     loop_thread: LoopThread | None = None
     nc_id: str = ""
     url: str = ""
@@ -237,7 +237,6 @@ class NatsActor(IdentityListener):
         inst = self._installed
         self._view_box.value = ConnView(
             nc=inst.nc if inst else None,
-            js=inst.nc.jetstream(timeout=JS_TIMEOUT) if inst else None,
             loop_thread=self._loop,
             nc_id=inst.nc_id if inst else "",
             url=self._url,

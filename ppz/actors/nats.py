@@ -434,11 +434,6 @@ class NatsActor(IdentityListener):
         if watch is not None and watch.sub is not None:
             self._loop.submit(self._unsubscribe_quietly(watch.sub))
 
-    def wake_watches(self) -> None:
-        """Wake every watch (logout, credentials gone: each then answers E_NOT_LOGGED_IN)."""
-        for watch in self._watches.values():
-            watch.wake()
-
     @staticmethod
     async def _subscribe_watch(nc: NatsClient, watch: _Watch) -> Any:
         async def on_msg(msg: Any) -> None:
@@ -773,5 +768,4 @@ class NatsProxy(ActorMemberMixin, pykka.ActorProxy[NatsActor]):
     swap_to_nothing = proxy_method(NatsActor.swap_to_nothing)
     arm_watch = proxy_method(NatsActor.arm_watch)
     disarm_watch = proxy_method(NatsActor.disarm_watch)
-    wake_watches = proxy_method(NatsActor.wake_watches)
     report_failure = proxy_method(NatsActor.report_failure)

@@ -13,6 +13,8 @@ are created in memory under a fresh account id per test.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -81,8 +83,14 @@ class World:
     def delete(self, stream: str) -> None:
         self.run(js.api_request(self.view.client, f"$JS.API.STREAM.DELETE.{stream}", {}))
 
-    def stored(self, stream: str) -> int:
-        return self.run(js.stream_info(self.view.client, stream)).messages
+    def stored(self, stream: str) -> list[dict[str, Any]]:
+        """The envelopes stored in ``stream``, in order."""
+        last = self.run(js.stream_info(self.view.client, stream)).last_seq
+        return [self.envelope(stream, seq) for seq in range(1, last + 1)]
+
+    def envelope(self, stream: str, seq: int) -> dict[str, Any]:
+        reply = self.run(js.api_request(self.view.client, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq}))
+        return dict(json.loads(base64.b64decode(reply["message"]["data"])))
 
     def run(self, coro: Any) -> Any:
         return self.loop.run(coro, 30)

@@ -97,6 +97,17 @@ def test_a_warm_send_whose_stream_was_deleted_answers_none_and_the_cold_send_fin
     assert refused(world, False, do_send, payload="hi") == errors.E_PIPE_NOT_FOUND
 
 
+def test_a_warm_batch_whose_stream_was_deleted_answers_none_at_once_and_the_cold_batch_finds_no_pipe(
+        world: World) -> None:
+    """Like Send: a stale "stream seen" costs one failed publish, not the PubAck deadline
+    (before, the warm batch retried "no responders" for 5 s and answered E_DELIVERY_UNCONFIRMED)."""
+    stream = bob_inbox(world)
+    world.delete(stream)
+    assert world.run(send.send_batch_warm(world.system, batch_params(handle="bob", payloads=["a", "b"]))) is None
+    assert not world.state.stream_fresh(world.view.nc_id, stream)  # StreamGone was told
+    assert refused(world, False, do_batch, payloads=["a"]) == errors.E_PIPE_NOT_FOUND
+
+
 @ENTRIES
 def test_priority_and_subject_are_checked_before_anything_else_even_logged_out(world: World, warm: bool) -> None:
     bob_inbox(world)

@@ -84,9 +84,10 @@ class Outgoing:
 
     def publish(self, nc: Any, *, no_stream_fast: bool = False) -> Coroutine[Any, Any, Any]:
         """The publish coroutine on ``nc``: ``js.publish`` for a Send, ``js.publish_batch``
-        for a SendBatch (which never reports ``NoStream``)."""
+        for a SendBatch; with ``no_stream_fast`` either raises ``js.NoStream`` when no stream
+        captures the subject."""
         if self.batch:
-            return js.publish_batch(nc, self.target.subject, self.items)
+            return js.publish_batch(nc, self.target.subject, self.items, no_stream_fast=no_stream_fast)
         data, msg_id = self.items[0]
         return js.publish(nc, self.target.subject, data, msg_id, no_stream_fast=no_stream_fast)
 
@@ -133,8 +134,8 @@ def deliver(system: System, out: Outgoing) -> dict[str, Any]:
 
 
 async def deliver_warm(system: System, out: Outgoing) -> dict[str, Any] | None:
-    """Publish on the event loop, stamp, and return the reply; None when a Send finds no
-    stream behind the subject (the stream seen was deleted since): nothing was stored, and the
+    """Publish on the event loop, stamp, and return the reply; None when a Send or SendBatch
+    finds no stream behind the subject (the stream seen was deleted since): nothing was stored, and the
     cold path looks the stream up again."""
     view = out.target.view
     try:

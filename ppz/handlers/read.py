@@ -555,9 +555,10 @@ def _wait(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
 
 
 class Wake:
-    """A waiting read's work per live message: the first one that passes the filters wakes the
-    ``Read`` handler (it shuts the reading side of the client's socket, where the handler
-    waits). Owned by the wait's FollowActor."""
+    """A waiting read's work per live message: the first one that passes the filters starts
+    the fresh drain (``on_wake``, with its sequence) and wakes the ``Read`` handler (it shuts
+    the reading side of the client's socket, where the handler waits). Owned by the wait's
+    FollowActor."""
 
     def __init__(self, *, conn: socket.socket, keeps: Callable[[Envelope], bool],
                  on_wake: Callable[[int], None] = lambda seq: None) -> None:

@@ -13,6 +13,7 @@ that no reply is decoded twice and every error keeps its class.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -361,7 +362,15 @@ async def drain(nc: NatsClient, stream: str, subject: str, start: int, last: int
     Messages above ``last`` are not part of the drain. A transport error mid-drain is
     returned in ``error`` with what was read so far.
     """
-    result = DrainResult()
+    try:
+        consumer = await create_drain_consumer(nc, stream, subject, start)
+    except JsError as exc:
+        return DrainResult(error=exc)
+    return await drain_with(nc, stream, consumer, start, last, keep, want)
+
+
+async def create_drain_consumer(nc: NatsClient, stream: str, subject: str, start: int) -> str:
+    """The drain's ephemeral pull consumer from ``start`` (nats.md §7); its name."""
     config = {
         "deliver_policy": "by_start_sequence",
         "opt_start_seq": start,
@@ -371,21 +380,36 @@ async def drain(nc: NatsClient, stream: str, subject: str, start: int, last: int
         "mem_storage": True,
         "num_replicas": 1,
     }
+    created = await api_request(nc, f"$JS.API.CONSUMER.CREATE.{stream}", {"stream_name": stream, "config": config})
+    return str(created.get("name") or "")
+
+
+async def delete_consumer_later(nc: NatsClient, stream: str, consumer: str) -> None:
+    """Ask for the consumer's delete without waiting for the answer (best-effort, nats.md §7:
+    the inactive threshold covers a delete that failed), so a read's messages never wait for
+    that round trip. The answer goes to an inbox nobody listens on."""
     try:
-        created = await api_request(nc, f"$JS.API.CONSUMER.CREATE.{stream}",
-                                    {"stream_name": stream, "config": config})
-    except JsError as exc:
-        result.error = exc
-        return result
-    consumer = str(created.get("name") or "")
+        await nc.publish(f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", b"", reply=nc.new_inbox())
+    except Exception:  # noqa: BLE001 - the connection is gone: the inactive threshold removes it
+        pass
+
+
+Fetched = tuple[list[tuple[int, bytes]], bool]
+
+
+async def drain_with(nc: NatsClient, stream: str, consumer: str, start: int, last: int,
+                     keep: Any = None, want: int = 0, first: Fetched | None = None) -> DrainResult:
+    """:func:`drain` on a consumer already created from ``start`` (deleted afterwards), whose
+    first batch may already be fetched (``first``)."""
+    result = DrainResult()
     seen = start - 1
     kept = 0
     try:
         while seen < last:
-            batch = min(DRAIN_BATCH, last - seen)
-            if want:
-                batch = min(batch, want - kept)
-            got, done = await _fetch(nc, stream, consumer, batch)
+            if first is not None:
+                (got, done), first = first, None
+            else:
+                got, done = await _fetch(nc, stream, consumer, fetch_size(last - seen, want, kept))
             for seq, data in got:
                 if seq > last:
                     done = True
@@ -403,14 +427,17 @@ async def drain(nc: NatsClient, stream: str, subject: str, start: int, last: int
     except JsError as exc:
         result.error = exc
     finally:
-        try:
-            await api_request(nc, f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}", timeout=1.0)
-        except JsError:
-            pass  # the inactive threshold removes it
+        await delete_consumer_later(nc, stream, consumer)
     return result
 
 
-async def _fetch(nc: NatsClient, stream: str, consumer: str, batch: int) -> tuple[list[tuple[int, bytes]], bool]:
+def fetch_size(needed: int, want: int, kept: int) -> int:
+    """A batch: at most 256, never more than still needed (nats.md §7)."""
+    batch = min(DRAIN_BATCH, needed)
+    return min(batch, want - kept) if want else batch
+
+
+async def _fetch(nc: NatsClient, stream: str, consumer: str, batch: int) -> Fetched:
     """One pull request of up to ``batch`` messages; ``done`` when the server has no more."""
     inbox = nc.new_inbox()
     queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -455,3 +482,74 @@ async def _fetch(nc: NatsClient, stream: str, consumer: str, batch: int) -> tupl
         except Exception:  # noqa: BLE001 - the connection may be gone
             pass
     return got, done
+
+
+async def discard_consumer(nc: NatsClient, stream: str, creating: concurrent.futures.Future[str]) -> None:
+    """Delete, once created, a consumer that will not be used (best-effort)."""
+    try:
+        consumer = await asyncio.wrap_future(creating)
+    except Exception:  # noqa: BLE001 - never created
+        return
+    await delete_consumer_later(nc, stream, consumer)
+
+
+async def info_and_drain(nc: NatsClient, stream: str, subject: str, guess: int, start_of: Any, *,
+                         keep: Any = None, want: int = 0, ready: concurrent.futures.Future[Any] | None = None,
+                         spare: concurrent.futures.Future[str] | None = None,
+                         upto: int = 0) -> tuple[StreamInfo, DrainResult] | None:
+    """A drain whose bounds come from a stream info read now, in one round trip when it can
+    (a waiting read's fresh drain, which guesses its start before it knows the stream's new
+    last sequence and the cursor).
+
+    ``spare`` is the drain consumer created from ``guess`` ahead of time: its first batch, up
+    to sequence ``upto`` (a message known to be stored, so at most what the drain will need),
+    is fetched together with the info. Without one, the consumer is created from ``guess``
+    together with the info. ``start_of(info)`` is the drain's start against the info (None:
+    nothing to drain), called once ``ready`` (what it needs from another thread) is done; a
+    start other than the guess gets its own consumer, and what was fetched is dropped. None
+    when the info or the guessed consumer failed: the caller then looks the stream up and
+    drains the ordinary way, with its error handling.
+    """
+    consumer = ""
+    if spare is not None:
+        try:  # mostly created long ago: no loop turn then
+            consumer = spare.result() if spare.done() else await asyncio.wrap_future(spare)
+        except Exception:  # noqa: BLE001 - create one with the info instead
+            consumer = ""
+    first: Fetched | None = None
+    if consumer:
+        size = fetch_size(max(1, upto - guess + 1), want, 0)
+        info_res, fetched = await asyncio.gather(stream_info(nc, stream), _fetch(nc, stream, consumer, size),
+                                                 return_exceptions=True)
+        first = fetched if isinstance(fetched, tuple) else None
+        fail: Any = fetched if first is None else None
+    else:
+        info_res, created = await asyncio.gather(stream_info(nc, stream),
+                                                 create_drain_consumer(nc, stream, subject, guess),
+                                                 return_exceptions=True)
+        consumer = created if isinstance(created, str) else ""
+        fail = created if not consumer else None
+    if not isinstance(info_res, StreamInfo) or fail is not None:
+        if consumer:
+            await delete_consumer_later(nc, stream, consumer)
+        for failure in (info_res, fail):
+            if isinstance(failure, BaseException) and not isinstance(failure, Exception):
+                raise failure  # a cancellation
+        return None
+    if ready is not None:
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            await delete_consumer_later(nc, stream, consumer)
+            raise
+    start = start_of(info_res)
+    if start != guess:
+        await delete_consumer_later(nc, stream, consumer)
+        if start is None:
+            return info_res, DrainResult()
+        try:
+            consumer = await create_drain_consumer(nc, stream, subject, start)
+        except JsError as exc:
+            return info_res, DrainResult(error=exc)
+        first = None
+    return info_res, await drain_with(nc, stream, consumer, start, info_res.last_seq, keep, want, first)

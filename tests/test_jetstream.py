@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable
@@ -242,6 +243,115 @@ def test_a_transport_error_mid_drain_returns_what_was_read(server: NatsServer,
         result = await js.drain(nc, stream, subject, 1, js.DRAIN_BATCH + 10)
         assert result.error is not None and result.error.kind == js.TRANSPORT
         assert [m.seq for m in result.messages] == list(range(1, js.DRAIN_BATCH + 1))
+
+    run(server, go)
+
+
+async def consumer_count(nc: NatsClient, stream: str) -> int:
+    info = await js.api_request(nc, f"$JS.API.STREAM.INFO.{stream}")
+    return int(info["state"]["consumer_count"])
+
+
+async def until_no_consumer(nc: NatsClient, stream: str) -> None:
+    """Until the stream has no consumer; well within the 30 s inactive threshold, so only a
+    delete the drain asked for passes."""
+    for _ in range(200):
+        if await consumer_count(nc, stream) == 0:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{stream} still has {await consumer_count(nc, stream)} consumer(s)")
+
+
+def test_a_drain_deletes_its_consumer(server: NatsServer) -> None:
+    stream, subject = fresh_names()
+
+    async def go(nc: NatsClient) -> None:
+        await create_stream(nc, stream, subject)
+        for i in range(1, 4):
+            await js.publish(nc, subject, body(i), str(uuid.uuid4()))
+        result = await js.drain(nc, stream, subject, 1, 3)
+        assert [m.seq for m in result.messages] == [1, 2, 3]
+        await until_no_consumer(nc, stream)
+
+    run(server, go)
+
+
+# --- a woken wait's fresh drain (agents.md §1 step 3): info, cursor and first fetch at once ------------
+
+
+def fresh_drain_cases() -> list[tuple[str, Any, bool, list[int]]]:
+    """(case, start_of, with a spare consumer, the sequences drained) on a stream holding 1..5,
+    a guessed start of 3 and a wake by message 4."""
+    return [
+        ("the guess holds, spare", lambda info: 3, True, [3, 4, 5]),
+        ("the guess holds, no spare", lambda info: 3, False, [3, 4, 5]),
+        ("the cursor moved, spare", lambda info: 5, True, [5]),
+        ("the cursor moved back, spare", lambda info: 2, True, [2, 3, 4, 5]),
+        ("nothing to drain, spare", lambda info: None, True, []),
+    ]
+
+
+@pytest.mark.parametrize(("case", "start_of", "spare", "drained"), fresh_drain_cases(),
+                         ids=[c[0] for c in fresh_drain_cases()])
+def test_a_fresh_drain_reads_from_the_start_the_info_and_cursor_give(
+        server: NatsServer, case: str, start_of: Any, spare: bool, drained: list[int]) -> None:
+    stream, subject = fresh_names()
+
+    async def go(nc: NatsClient) -> None:
+        await create_stream(nc, stream, subject)
+        for i in range(1, 6):
+            await js.publish(nc, subject, body(i), str(uuid.uuid4()))
+        creating: concurrent.futures.Future[str] | None = None
+        if spare:
+            creating = concurrent.futures.Future()
+            creating.set_result(await js.create_drain_consumer(nc, stream, subject, 3))
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        ready.set_result(None)
+        got = await js.info_and_drain(nc, stream, subject, 3, start_of, ready=ready, spare=creating, upto=4)
+        assert got is not None
+        info, result = got
+        assert info.last_seq == 5 and result.error is None
+        assert [m.seq for m in result.messages] == drained
+        assert [orjson.loads(m.data)["payload"] for m in result.messages] == [str(seq) for seq in drained]
+        await until_no_consumer(nc, stream)
+
+    run(server, go)
+
+
+def test_a_fresh_drain_whose_spare_consumer_is_gone_falls_back(server: NatsServer) -> None:
+    """The server deleted the spare (its inactive threshold passed): None, the caller then
+    drains the ordinary way."""
+    stream, subject = fresh_names()
+
+    async def go(nc: NatsClient) -> None:
+        await create_stream(nc, stream, subject)
+        await js.publish(nc, subject, body(1), str(uuid.uuid4()))
+        consumer = await js.create_drain_consumer(nc, stream, subject, 1)
+        await js.api_request(nc, f"$JS.API.CONSUMER.DELETE.{stream}.{consumer}")
+        creating: concurrent.futures.Future[str] = concurrent.futures.Future()
+        creating.set_result(consumer)
+        assert await js.info_and_drain(nc, stream, subject, 1, lambda info: 1, spare=creating, upto=1) is None
+        await until_no_consumer(nc, stream)
+
+    run(server, go)
+
+
+def test_a_fresh_drain_abandoned_before_the_cursor_came_deletes_its_consumer(server: NatsServer) -> None:
+    stream, subject = fresh_names()
+
+    async def go(nc: NatsClient) -> None:
+        await create_stream(nc, stream, subject)
+        await js.publish(nc, subject, body(1), str(uuid.uuid4()))
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        task = asyncio.ensure_future(js.info_and_drain(nc, stream, subject, 1, lambda info: 1, ready=ready))
+        for _ in range(200):  # until its consumer exists
+            if await consumer_count(nc, stream):
+                break
+            await asyncio.sleep(0.01)
+        ready.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until_no_consumer(nc, stream)
 
     run(server, go)
 

@@ -8,6 +8,7 @@ follow's :class:`Follow` or the wait's :class:`Wake` runs on that actor's thread
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import logging
 import re
@@ -25,6 +26,7 @@ from ppz import jetstream as js
 from ppz.actors.follows import FollowActor, Live, unsubscribe_quietly
 from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
+from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
 from ppz.envelope import (
     Envelope,
@@ -321,41 +323,175 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         if open_live(view, plan, drained.last, live, ref):
             wait_client(conn, None)
     elif p["wait_ms"] != 0 and drained.written == 0:
-        _wait(system, p, conn, out, view, reading, drained.last, deadline, registered)
+        _wait(system, p, conn, out, view, reading, info, deadline, registered)
+
+
+def drain_start(p: dict[str, Any], entry: CursorEntry | None, info: js.StreamInfo) -> tuple[int, bool]:
+    """Step 7: the drain's start against ``info`` given the stored cursor ``entry``, and whether
+    the cursor is to be seeded at the stream's last sequence (``seed_latest``, no entry)."""
+    start = info.first_seq
+    if p["all"]:
+        return start, False
+    eff = cursor_effective(entry, info.created_ns, info.last_seq)
+    seed = entry is None and p["seed_latest"]
+    if seed:
+        eff = info.last_seq
+    if info.messages > 0 and eff + 1 > start:
+        start = eff + 1
+    return start, seed and info.last_seq > 0
+
+
+def drains(info: js.StreamInfo, start: int) -> bool:
+    """Step 8's condition: the stream holds messages and ``start`` is within its bound."""
+    return info.messages > 0 and start <= info.last_seq
+
+
+def stored_cursor(system: System, p: dict[str, Any], reading: Reading) -> CursorEntry | None:
+    return None if p["all"] else system.cursors.get(reading.session, reading.plan.cursor_key).get()
+
+
+def seed_cursor(system: System, reading: Reading, info: js.StreamInfo) -> None:
+    system.cursors.seed(reading.session, reading.plan.cursor_key, info.last_seq, info.created_ns).get()
+
+
+def pipeline(p: dict[str, Any], reading: Reading) -> tuple[Callable[[bytes], bool], int]:
+    """Step 8's per-message pipeline (the filters, then ``since_ms``) and its head cap."""
+    recent = since_filter(p["since_ms"])
+    keeps = reading.filters.keeps
+
+    def keep(data: bytes) -> bool:
+        env = decode_or_none(data)
+        return env is not None and keeps(env) and recent(env)
+
+    return keep, 0 if p["follow"] else max(0, p["head_limit"])
 
 
 def drain_unread(system: System, p: dict[str, Any], view: ConnView, info: js.StreamInfo, reading: Reading,
                  out: ReadWriter) -> Drained:
     """Steps 7–11: from the cursor to the stream's last sequence (frozen now), through the
     filters, ``since_ms`` and the head cap; emit, then advance the cursor and send receipts."""
+    start, seed = drain_start(p, stored_cursor(system, p, reading), info)
+    if seed:
+        seed_cursor(system, reading, info)
+    result = None
+    if drains(info, start) and view.nc is not None:
+        keep, want = pipeline(p, reading)
+        result = view.run(js.drain(view.nc, reading.plan.stream, reading.plan.subject, start, info.last_seq,
+                                   keep=keep, want=want),
+                          timeout=None)  # each fetch has its own 5 s deadline
+    return deliver(system, p, view, info, reading, out, result)
+
+
+@dataclass(slots=True)
+class Spare:
+    """A waiting read's drain consumer, created from ``guess`` while the wait is armed, so the
+    fresh drain after the wake need not create one: used only while younger than half the
+    consumer's inactive threshold (the server deletes it unused after the threshold)."""
+
+    guess: int
+    creating: concurrent.futures.Future[str] | None
+    born: float
+
+    @classmethod
+    def create(cls, view: ConnView, p: dict[str, Any], plan: ReadPlan, before: js.StreamInfo) -> Spare:
+        # The first drain delivered nothing: unless it rereads from the first message, the
+        # fresh drain most likely starts right after its L.
+        guess = max(1, before.first_seq if p["all"] else before.last_seq + 1)
+        creating = None
+        if view.nc is not None and view.loop_thread is not None:
+            creating = view.loop_thread.submit(js.create_drain_consumer(view.nc, plan.stream, plan.subject, guess))
+        return cls(guess=guess, creating=creating, born=time.monotonic())
+
+    def take(self, view: ConnView, stream: str) -> concurrent.futures.Future[str] | None:
+        """The consumer's creation, if still fresh enough to use; else None (and it is deleted)."""
+        if time.monotonic() - self.born > js.INACTIVE_THRESHOLD_NS / 2e9:
+            self.discard(view, stream)
+        creating, self.creating = self.creating, None
+        return creating
+
+    def discard(self, view: ConnView, stream: str) -> None:
+        """Delete the consumer, once created, unused (best-effort)."""
+        creating, self.creating = self.creating, None
+        if creating is not None and view.nc is not None and view.loop_thread is not None:
+            view.loop_thread.submit(js.discard_consumer(view.nc, stream, creating))
+
+
+class FreshDrain:
+    """A woken wait's steps 7–11 again (agents.md §1 step 3), in one round trip: started by the
+    :class:`Wake` as the message that wakes it arrives (on the wait's FollowActor: the cursor
+    ask and the loop's work only start there), finished by the ``Read`` handler. The stream
+    info and the cursor are read then, while the spare consumer (created from a guessed start
+    while the wait was armed) fetches up to the message that woke it; a start that the new
+    info or cursor moves gets its own consumer."""
+
+    def __init__(self, system: System, p: dict[str, Any], view: ConnView, reading: Reading, spare: Spare) -> None:
+        self.system, self.p, self.view, self.reading, self.spare = system, p, view, reading, spare
+        self.entry: concurrent.futures.Future[CursorEntry | None] = concurrent.futures.Future()
+        self.pending: pykka.Future[CursorEntry | None] | None = None
+        self.running: concurrent.futures.Future[tuple[js.StreamInfo, js.DrainResult] | None] | None = None
+
+    def start(self, woken: int) -> None:
+        """Read the cursor and start the drain's NATS part (the Wake's thread; nothing blocks)."""
+        view, plan, p = self.view, self.reading.plan, self.p
+        if view.nc is None or view.loop_thread is None:
+            return
+        if not p["all"]:
+            self.pending = self.system.cursors.get(self.reading.session, plan.cursor_key)
+        keep, want = pipeline(p, self.reading)
+        self.running = view.loop_thread.submit(js.info_and_drain(
+            view.nc, plan.stream, plan.subject, self.spare.guess, self.start_of, keep=keep, want=want,
+            ready=self.entry, spare=self.spare.take(view, plan.stream), upto=woken))
+
+    def start_of(self, info: js.StreamInfo) -> int | None:
+        start = drain_start(self.p, self.entry.result(), info)[0]
+        return start if drains(info, start) else None
+
+    def abandon(self) -> None:
+        """The wait is over: a drain started but not finished (the deadline passed as a
+        message arrived, the client went away, an error) ends, its consumers deleted."""
+        self.entry.cancel()  # a no-op once finish() read the cursor
+        self.spare.discard(self.view, self.reading.plan.stream)  # unless the drain took it
+
+    def finish(self, out: ReadWriter) -> None:
+        """The handler's part, once woken: the cursor to the drain, then steps 8–11."""
+        system, p, reading = self.system, self.p, self.reading
+        try:
+            self.entry.set_result(None if self.pending is None else self.pending.get())
+        except Exception as exc:  # noqa: BLE001 - the drain ends with it; raised below
+            self.entry.set_exception(exc)
+        got = None
+        if self.running is not None:
+            try:
+                got = self.running.result()  # each request and fetch has its own deadline
+            except concurrent.futures.CancelledError:  # the daemon is stopping (as ConnView.run)
+                raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
+        if got is None:  # the lookup or the consumer failed: the ordinary way, with its retry and errors
+            self.entry.result()  # a failed cursor read is raised here
+            drain_again(system, p, self.view, reading, out)
+            return
+        info, result = got
+        if drain_start(p, self.entry.result(), info)[1]:
+            seed_cursor(system, reading, info)
+        deliver(system, p, self.view, info, reading, out, result)
+
+
+def drain_again(system: System, p: dict[str, Any], view: ConnView, reading: Reading, out: ReadWriter) -> None:
+    view, info = lookup_stream(system, view, reading.plan)
+    drain_unread(system, p, view, info, reading, out)
+
+
+def deliver(system: System, p: dict[str, Any], view: ConnView, info: js.StreamInfo, reading: Reading,
+            out: ReadWriter, result: js.DrainResult | None) -> Drained:
+    """Steps 8 (after the fetches) to 11: ``skip``, ``limit``, the priority sort, the events,
+    the cursor and the receipts."""
     plan, session = reading.plan, reading.session
-    cursors = system.cursors
-    first, last, total, created = info.first_seq, info.last_seq, info.messages, info.created_ns
-    start = first
-    if not p["all"]:
-        entry = cursors.get(session, plan.cursor_key).get()
-        eff = cursor_effective(entry, created, last)
-        if entry is None and p["seed_latest"]:
-            if last:
-                cursors.seed(session, plan.cursor_key, last, created).get()
-            eff = last
-        if total > 0 and eff + 1 > start:
-            start = eff + 1
-    recent = since_filter(p["since_ms"])
+    last, created = info.last_seq, info.created_ns
     keeps = reading.filters.keeps
     follow = p["follow"]
-    head_limit = 0 if follow else max(0, p["head_limit"])
     kept: list[tuple[int, Envelope]] = []
     passed_top = 0  # the highest undecodable or filtered-out sequence: delivered, for the cursor
     capped = False
-    if total > 0 and start <= last and view.nc is not None:
-
-        def keep(data: bytes) -> bool:
-            env = decode_or_none(data)
-            return env is not None and keeps(env) and recent(env)
-
-        result = view.run(js.drain(view.nc, plan.stream, plan.subject, start, last, keep=keep, want=head_limit),
-                          timeout=None)  # each fetch has its own 5 s deadline
+    if result is not None:
         if result.error is not None and result.error.kind == js.TRANSPORT:
             raise errors.PpzError(errors.E_NATS_UNREACHABLE)
         capped = result.capped
@@ -389,45 +525,56 @@ def drain_unread(system: System, p: dict[str, Any], view: ConnView, info: js.Str
             # write failed were not delivered, so the cursor stops short of the first of them.
             top = min(top, min(seq for seq, _ in emitted[written:]) - 1)
         if top > 0:
-            cursors.advance(session, plan.cursor_key, top, created).get()
+            system.cursors.advance(session, plan.cursor_key, top, created).get()
             send_receipts(system, view, plan.acct, reading.reader, [env for _, env in emitted[:written]])
     return Drained(written=written, last=last, created=created)
 
 
 def _wait(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWriter, view: ConnView,
-          reading: Reading, last: int, deadline: float | None, registered: list[pykka.ActorRef[Any]]) -> None:
+          reading: Reading, before: js.StreamInfo, deadline: float | None,
+          registered: list[pykka.ActorRef[Any]]) -> None:
     """agents.md §1, wait steps 2–4: registered like a follow (a swap or a shutdown ends it,
     without a reply), an ordered consumer from L + 1 until a message passes the filters; then
     a fresh drain from the cursor. The deadline passing first ends it with ``timeout``."""
     ref = register_follow(system, conn)
     registered.append(ref)
-    wake = Wake(conn=conn, keeps=reading.filters.keeps)
-    if open_live(view, reading.plan, last, wake, ref):
-        wait_client(conn, deadline)
-    # Its consumer ends with it (read's finally waits for that); the drain need not wait.
-    stop_quietly(ref, block=False)
-    if wake.woken.is_set():
-        view, info = lookup_stream(system, view, reading.plan)
-        drain_unread(system, p, view, info, reading, out)
-    elif deadline is not None and time.monotonic() >= deadline:
-        out.event("timeout", True)
+    spare = Spare.create(view, p, reading.plan, before)
+    fresh = FreshDrain(system, p, view, reading, spare)
+    wake = Wake(conn=conn, keeps=reading.filters.keeps, on_wake=fresh.start)
+    try:
+        if open_live(view, reading.plan, before.last_seq, wake, ref):
+            wait_client(conn, deadline)
+        # Its consumer ends with it (read's finally waits for that); the drain need not wait.
+        stop_quietly(ref, block=False)
+        if wake.woken.is_set():
+            fresh.finish(out)
+        elif deadline is not None and time.monotonic() >= deadline:
+            out.event("timeout", True)
+    finally:
+        fresh.abandon()
 
 
 class Wake:
-    """A waiting read's work per live message: the first one that passes the filters wakes the
-    ``Read`` handler (it shuts the reading side of the client's socket, where the handler
-    waits). Owned by the wait's FollowActor."""
+    """A waiting read's work per live message: the first one that passes the filters starts
+    the fresh drain (``on_wake``, with its sequence) and wakes the ``Read`` handler (it shuts
+    the reading side of the client's socket, where the handler waits). Owned by the wait's
+    FollowActor."""
 
-    def __init__(self, *, conn: socket.socket, keeps: Callable[[Envelope], bool]) -> None:
+    def __init__(self, *, conn: socket.socket, keeps: Callable[[Envelope], bool],
+                 on_wake: Callable[[int], None] = lambda seq: None) -> None:
         self.conn = conn
         self.keeps = keeps
+        self.on_wake = on_wake
         self.woken = threading.Event()
 
     def deliver(self, seq: int, data: bytes) -> None:
         env = decode_or_none(data)
         if env is None or not self.keeps(env) or self.woken.is_set():
             return
-        self.woken.set()
+        try:
+            self.on_wake(seq)  # the fresh drain starts its NATS part (the handler finishes it)
+        finally:
+            self.woken.set()
         try:
             self.conn.shutdown(socket.SHUT_RD)
         except OSError:

@@ -179,3 +179,22 @@ def test_many_concurrent_waits_each_wake(rig: Rig) -> None:
     finally:
         for r in readers:
             r.close()
+
+
+def test_a_wait_woken_after_its_spare_consumer_aged_creates_one_and_delivers(rig: Rig,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drain consumer created while the wait was armed is only used while the server
+    surely still has it; older, the fresh drain creates its consumer with the stream info."""
+    from ppz import jetstream as js
+
+    monkeypatch.setattr(js, "INACTIVE_THRESHOLD_NS", 0)
+    rig.publish("old")
+    rig.read(head_limit=10).all()
+    reader = rig.read(head_limit=10, wait_ms=-1)
+    try:
+        waiting(rig)
+        rig.publish("new", "newer")
+        assert payloads(reader.all()) in (["new"], ["new", "newer"])
+    finally:
+        reader.close()
+    assert rig.cursor() in (2, 3)

@@ -352,8 +352,10 @@ def _connect(path: str, deadline: float | None) -> socket.socket:
             if err:
                 raise PpzError(E_DAEMON_NOT_RUNNING) from OSError(err, os.strerror(err), path)
             return sock
-        except BaseException:
+        except BaseException as exc:
             sock.close()
+            if isinstance(exc, OSError):  # e.g. a path too long for a Unix socket
+                raise PpzError(E_DAEMON_NOT_RUNNING) from exc
             raise
 
 

@@ -296,11 +296,13 @@ def _context(nc: NatsClient) -> Any:
 
 
 async def publish_batch(nc: NatsClient, subject: str, items: list[tuple[bytes, str]],
-                        deadline: float = PUBACK_WAIT) -> list[int]:
+                        deadline: float = PUBACK_WAIT, no_stream_fast: bool = False) -> list[int]:
     """Publish every (data, msg_id) asynchronously, then wait once for all PubAcks.
 
     A message whose publish found no stream is published again within the deadline (the
-    ids make JetStream store each message once); any other failure fails the batch.
+    ids make JetStream store each message once), or, with ``no_stream_fast``, the batch raises
+    :class:`NoStream` at once (the caller's stream cache was stale; it looks the stream up and
+    publishes the same ids again); any other failure fails the batch.
     """
     end = time.monotonic() + deadline
     ctx = _context(nc)
@@ -314,13 +316,15 @@ async def publish_batch(nc: NatsClient, subject: str, items: list[tuple[bytes, s
         for fut in pending:
             fut.cancel()
         raise unconfirmed(nc)
+    failures = [fut.exception() for fut in futures]  # every one retrieved, whatever is raised below
     seqs: list[int] = []
-    for (data, msg_id), fut in zip(items, futures, strict=True):
-        failure = fut.exception()
+    for (data, msg_id), fut, failure in zip(items, futures, failures, strict=True):
         if failure is None:
             seqs.append(int(getattr(fut.result(), "seq", 0) or 0))
             continue
         if isinstance(failure, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
+            if no_stream_fast:
+                raise NoStream(subject)
             seqs.append(await publish(nc, subject, data, msg_id, max(0.0, end - time.monotonic())))
             continue
         if isinstance(failure, nats.js.errors.APIError):

@@ -4,7 +4,7 @@ Two kinds of call:
 
 - :meth:`ServerClient.exchange` trades an API key for a NATS user credential. It carries no
   bearer and no ``?org=``; its failures are :class:`ExchangeError`, which also tells the refresh
-  loop whether the key was refused (*unauthorized*) or the failure is worth a retry (*transient*).
+  loop whether the key was refused (*unauthorized*); every other failure is worth a retry.
 - :meth:`ServerClient.call` is every other route, under the server-call rules of ipc.md §6. Each
   call tells the daemon what it learnt about the key through the ``on_login_check`` listener;
   the typed wrappers (``list_sources``, ``create_source``, …) are built on it.
@@ -146,11 +146,6 @@ class ExchangeError(PpzError):
         self.reason = reason
         self.unauthorized = unauthorized
         self.status = status
-
-    @property
-    def transient(self) -> bool:
-        """Worth a retry: anything but a refused key."""
-        return not self.unauthorized
 
     def for_cold_exchange(self) -> PpzError:
         """The error as ensure-NATS reports a cold exchange (daemon.md §4): a refused key stays

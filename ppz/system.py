@@ -1,8 +1,10 @@
 """The running daemon as request handlers see it, and ensure-NATS (spec/daemon.md §4).
 
 :class:`System` bundles the actor proxies, the published snapshots and the HTTP client.
-Request handlers run on their own threads and orchestrate: they ask actors, call the server
-and run JetStream coroutines on the connection's loop. Actors never ask "up" into a handler.
+Request handlers orchestrate: the warm entries (``FAST_HANDLERS``) run on the event loop and
+read only published snapshots; every other handler runs on its connection's thread, asks
+actors, calls the server and runs JetStream coroutines on the connection's loop. Actors never
+ask "up" into a handler.
 """
 
 from __future__ import annotations

@@ -209,8 +209,8 @@ def test_send_stamps_the_heartbeat_cache_only_on_the_heartbeat_pipe(rig: Rig) ->
     assert rig.beats() == []
     send.send(rig.sys, send_params("agent", "heartbeat", '{"status":"busy"}'))
     # Now warm: the same on the event loop's fast path.
-    assert rig.run(send.send_fast(rig.sys, send_params("agent", "stdout", "still not a beat"))) is not None
-    assert rig.run(send.send_fast(rig.sys, send_params("agent", "heartbeat", '{"status":"idle"}'))) is not None
+    assert rig.run(send.send_warm(rig.sys, send_params("agent", "stdout", "still not a beat"))) is not None
+    assert rig.run(send.send_warm(rig.sys, send_params("agent", "heartbeat", '{"status":"idle"}'))) is not None
     beats = rig.beats()
     assert [(b.handle, b.account_id, b.payload) for b in beats] == [
         ("agent", rig.acct, '{"status":"busy"}'), ("agent", rig.acct, '{"status":"idle"}')]
@@ -223,8 +223,8 @@ def test_send_batch_stamps_once_with_its_last_payload(rig: Rig) -> None:
     assert rig.beats() == []
     send.send_batch(rig.sys, batch_params("agent", "heartbeat", ["b1", "b2", "b3"]))
     assert [b.payload for b in rig.beats()] == ["b3"]
-    assert rig.run(send.send_batch_fast(rig.sys, batch_params("agent", "heartbeat", ["c1", "c2"]))) is not None
-    assert rig.run(send.send_batch_fast(rig.sys, batch_params("agent", "stdout", ["z"]))) is not None
+    assert rig.run(send.send_batch_warm(rig.sys, batch_params("agent", "heartbeat", ["c1", "c2"]))) is not None
+    assert rig.run(send.send_batch_warm(rig.sys, batch_params("agent", "stdout", ["z"]))) is not None
     assert [b.payload for b in rig.beats()] == ["b3", "c2"]
 
 

@@ -235,7 +235,7 @@ def test_exchange_refused_key_is_invalid_api_key_and_unauthorized(
     server.answer(status, b"")
     err = _exchange_error(client, server.url)
     assert (err.code, err.message) == (E_INVALID_API_KEY, "invalid api key")
-    assert err.unauthorized and not err.transient
+    assert err.unauthorized
     assert err.reason == f"auth/exchange: HTTP {status}"
     assert err.for_cold_exchange() is err
     assert checks == []
@@ -254,7 +254,7 @@ def test_exchange_busy_or_failing_server_is_unreachable_and_transient(
     server.answer(status, {"error": {"code": "E_INTERNAL", "message": "boom"}})
     err = _exchange_error(client, server.url)
     assert err.code == E_SERVER_UNREACHABLE
-    assert err.transient and not err.unauthorized
+    assert not err.unauthorized
     assert err.reason == f"auth/exchange: HTTP {status}"
     assert err.status == status
     assert err.for_cold_exchange().code == E_SERVER_UNREACHABLE
@@ -264,7 +264,7 @@ def test_exchange_connection_refused_is_unreachable_with_transport_text() -> Non
     port = _closed_port()
     err = _exchange_error(ServerClient(), f"http://127.0.0.1:{port}")
     assert err.code == E_SERVER_UNREACHABLE
-    assert err.transient and err.status is None
+    assert not err.unauthorized and err.status is None
     assert err.reason == f"POST http://127.0.0.1:{port}/api/v1/auth/exchange: Connection refused"
 
 
@@ -272,7 +272,7 @@ def test_exchange_server_that_never_answers_times_out(silent_port: int) -> None:
     started = time.monotonic()
     err = _exchange_error(ServerClient(timeout=0.2), f"http://127.0.0.1:{silent_port}")
     assert time.monotonic() - started < 2
-    assert err.code == E_SERVER_UNREACHABLE and err.transient
+    assert err.code == E_SERVER_UNREACHABLE and not err.unauthorized
     assert err.reason == f"POST http://127.0.0.1:{silent_port}/api/v1/auth/exchange: timeout after 0.2s"
 
 
@@ -288,7 +288,7 @@ def test_exchange_reply_without_account_is_a_protocol_error(
     server.answer(200, reply)
     err = _exchange_error(client, server.url)
     assert (err.code, err.message) == (E_PROTOCOL, "auth/exchange reply has no account_id")
-    assert err.transient and err.reason == "auth/exchange reply has no account_id"
+    assert not err.unauthorized and err.reason == "auth/exchange reply has no account_id"
     assert err.for_cold_exchange() is err
 
 
@@ -303,7 +303,7 @@ def test_exchange_undecodable_200_is_a_protocol_error(
     err = _exchange_error(client, server.url)
     assert err.code == E_PROTOCOL
     assert err.message.startswith(("auth/exchange reply: ", "malformed auth/exchange reply: "))
-    assert err.transient
+    assert not err.unauthorized
 
 
 def test_exchange_other_status_passes_the_envelope_through(
@@ -312,7 +312,7 @@ def test_exchange_other_status_passes_the_envelope_through(
     server.answer(413, {"error": {"code": "E_PAYLOAD_TOO_LARGE", "message": "request body too large"}})
     err = _exchange_error(client, server.url)
     assert (err.code, err.message) == ("E_PAYLOAD_TOO_LARGE", "request body too large")
-    assert err.transient and err.reason == "auth/exchange: HTTP 413"
+    assert not err.unauthorized and err.reason == "auth/exchange: HTTP 413"
     assert err.for_cold_exchange().code == E_SERVER_UNREACHABLE
 
 
@@ -322,7 +322,7 @@ def test_exchange_other_status_without_envelope_is_http_error(
     server.answer(404, b"not here")
     err = _exchange_error(client, server.url)
     assert (err.code, err.message) == (E_HTTP, "HTTP 404 Not Found")
-    assert err.transient and err.reason == "auth/exchange: HTTP 404"
+    assert not err.unauthorized and err.reason == "auth/exchange: HTTP 404"
 
 
 # -- authenticated calls -----------------------------------------------------------------------

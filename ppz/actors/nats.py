@@ -69,10 +69,10 @@ JS_TIMEOUT = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnView:
-    """Immutable view of the installed connection, published for request threads."""
+    """Immutable view of the installed connection, published for request handlers (on their
+    threads, and the warm Send path on the loop)."""
 
     nc: NatsClient | None = None
-    js: Any = None
     loop_thread: LoopThread | None = None
     nc_id: str = ""
     url: str = ""
@@ -237,7 +237,6 @@ class NatsActor(IdentityListener):
         inst = self._installed
         self._view_box.value = ConnView(
             nc=inst.nc if inst else None,
-            js=inst.nc.jetstream(timeout=JS_TIMEOUT) if inst else None,
             loop_thread=self._loop,
             nc_id=inst.nc_id if inst else "",
             url=self._url,
@@ -434,11 +433,6 @@ class NatsActor(IdentityListener):
         watch = self._watches.pop(watch_id, None)
         if watch is not None and watch.sub is not None:
             self._loop.submit(self._unsubscribe_quietly(watch.sub))
-
-    def wake_watches(self) -> None:
-        """Wake every watch (logout, credentials gone: each then answers E_NOT_LOGGED_IN)."""
-        for watch in self._watches.values():
-            watch.wake()
 
     @staticmethod
     async def _subscribe_watch(nc: NatsClient, watch: _Watch) -> Any:
@@ -774,5 +768,4 @@ class NatsProxy(ActorMemberMixin, pykka.ActorProxy[NatsActor]):
     swap_to_nothing = proxy_method(NatsActor.swap_to_nothing)
     arm_watch = proxy_method(NatsActor.arm_watch)
     disarm_watch = proxy_method(NatsActor.disarm_watch)
-    wake_watches = proxy_method(NatsActor.wake_watches)
     report_failure = proxy_method(NatsActor.report_failure)

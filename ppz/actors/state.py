@@ -433,6 +433,27 @@ class StateActor(pykka.ThreadingActor):
             flight.result.set_result(self.completion() if same_identity else None)
 
 
+    # --- login-check probe single-flight (ipc.md §7.1) -------------------------------------------
+
+    _login_probe: Future[str] | None = None  # the probe in flight, if any
+
+    def claim_login_probe(self) -> tuple[Future[str], bool]:
+        """The login-check probe in flight, or a new one whose runner is the caller (True):
+        concurrent ``Status`` calls share one probe. Decided in the mailbox: no lock."""
+        if self._login_probe is not None:
+            return self._login_probe, False
+        self._login_probe = Future()
+        return self._login_probe, True
+
+    def finish_login_probe(self, flight: Future[str], outcome: str) -> None:
+        """End ``flight`` with ``outcome`` (``ok``, ``invalid`` or "" when unverified); the next
+        claim starts a new probe."""
+        if self._login_probe is flight:
+            self._login_probe = None
+        if not flight.done():
+            flight.set_result(outcome)
+
+
 class StateProxy(ActorMemberMixin, pykka.ActorProxy[StateActor]):
     """The typed proxy of :class:`StateActor`."""
 
@@ -453,3 +474,5 @@ class StateProxy(ActorMemberMixin, pykka.ActorProxy[StateActor]):
     remember_known = proxy_method(StateActor.remember_known)
     claim_completion = proxy_method(StateActor.claim_completion)
     finish_completion_load = proxy_method(StateActor.finish_completion_load)
+    claim_login_probe = proxy_method(StateActor.claim_login_probe)
+    finish_login_probe = proxy_method(StateActor.finish_login_probe)

@@ -147,7 +147,8 @@ def started_daemon() -> tuple[int, bool]:
 # --- commands ----------------------------------------------------------------------------------
 
 
-def login(url: str, apikey: str | None) -> None:
+def login(url: str, apikey: str | bool | None) -> None:
+    """``apikey`` is True when Fire saw ``--apikey`` with no value."""
     if not apikey or apikey is True:
         raise UsageError("ppz login: --apikey KEY is required (device login is not supported)")
     pid, started = started_daemon()

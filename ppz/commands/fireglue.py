@@ -168,8 +168,9 @@ def adapt_fire(help_requested: bool) -> None:
             elif not is_switch(annotation):
                 shown += "=" + value
             flag_string = shown
-        return create_flag_item(flag, docstring_info, spec, required=required, flag_string=flag_string,
-                                short_arg=short_arg)
+        item: str = create_flag_item(flag, docstring_info, spec, required=required, flag_string=flag_string,
+                                     short_arg=short_arg)
+        return item
 
     fire.helptext._GetArgType = arg_type
     fire.helptext._GetArgDefault = arg_default

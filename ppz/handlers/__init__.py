@@ -37,6 +37,6 @@ STREAM_HANDLERS: dict[str, StreamHandler] = {
 }
 
 FAST_HANDLERS: dict[str, FastHandler] = {
-    "Send": send.send_fast,
-    "SendBatch": send.send_batch_fast,
+    "Send": send.send_warm,
+    "SendBatch": send.send_batch_warm,
 }

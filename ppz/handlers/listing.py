@@ -17,7 +17,7 @@ from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
 from ppz.cursors import unread as cursor_unread
-from ppz.globs import glob_match
+from ppz.globs import match_any
 from ppz.handlers.read import decode_or_none
 from ppz.handlers.target import account_of
 from ppz.ipc import encode_error, encode_result
@@ -63,10 +63,6 @@ def pipe_info(info: js.StreamInfo | None, pipe: str, entry: CursorEntry | None, 
     return row
 
 
-def pattern_match(patterns: list[str], name: str) -> bool:
-    return not patterns or any(glob_match(pat, name) for pat in patterns)
-
-
 def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = None) -> dict[str, Any]:
     acct = account_of(system)
     creds = system.require_login()
@@ -92,7 +88,7 @@ def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = Non
         all_pipes = sorted(set(names.auto_pipes(src.kind)) | set(src.pipes))
         chosen = []
         for pipe in all_pipes:
-            if not pattern_match(patterns, f"{src.handle}.{pipe}"):
+            if not match_any(patterns, f"{src.handle}.{pipe}"):
                 continue
             stream = names.stream_name(acct, src.manifold, src.handle, pipe)
             info = streams.get(stream)
@@ -104,7 +100,7 @@ def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = Non
     un_rows = []
     for up in pipes:
         path = f"{up.manifold}.{up.name}" if up.manifold else up.name
-        if not pattern_match(patterns, path):
+        if not match_any(patterns, path):
             continue
         stream = names.stream_name(acct, up.manifold, "", up.name)
         info = streams.get(stream)
@@ -192,7 +188,7 @@ def subject_could_match(acct: str, subject: str, patterns: list[str]) -> bool:
         candidates += [f"{tokens[0]}.{tokens[1]}", ".".join(tokens)]
     else:
         candidates += [f"{tokens[-2]}.{tokens[-1]}", ".".join(tokens)]
-    return any(pattern_match(patterns, c) for c in candidates)
+    return any(match_any(patterns, c) for c in candidates)
 
 
 def list_watch(system: System, p: dict[str, Any], conn: socket.socket) -> None:

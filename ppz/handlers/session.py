@@ -8,6 +8,8 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+import pykka
+
 from ppz import errors
 from ppz.eventlog import state_since
 from ppz.home import Credentials
@@ -36,7 +38,7 @@ def status(system: System, p: dict[str, Any]) -> dict[str, Any]:
         reply["key_prefix"] = creds.key_prefix
         login_check = view.login_check
         if not login_check:
-            login_check = LOGIN_PROBES.outcome_within(system, creds, LOGIN_PROBE_HOLD)
+            login_check = login_probe_outcome(system, creds, LOGIN_PROBE_HOLD)
         if login_check:
             reply["login_check"] = login_check
         refreshed = system.refresh_box.value.last_refresh_at
@@ -66,43 +68,39 @@ def probe_login(system: System, creds: Credentials) -> str:
     return "ok"
 
 
-class LoginProbes:
-    """Status's login-check probes: one in flight per daemon, each on a thread of its own.
+LOGIN_PROBE_HOLD = 1.0
+
+
+def login_probe_outcome(system: System, creds: Credentials, hold: float) -> str:
+    """Status's login-check probe: its outcome if it comes within ``hold`` seconds, else ""
+    (unverified).
 
     ``Status`` holds its reply for a probe at most ``LOGIN_PROBE_HOLD`` (the CLI's ensure-running
-    probe gives ``Status`` 2 s: a slow server must not make it start a second daemon). A slower
-    probe finishes in the background; the server client reports its outcome to the state
-    actor, so the next ``Status`` sees it. Claiming the flight is one ``dict.setdefault``
-    (atomic in CPython): no lock, and concurrent ``Status`` calls share one probe.
+    probe gives ``Status`` 2 s: a slow server must not make it start a second daemon). One probe
+    is in flight per daemon, owned by the state actor (``claim_login_probe``), each on a thread of
+    its own; a slower probe finishes in the background, and the server client reports its
+    outcome to the state actor, so the next ``Status`` sees it.
     """
+    flight, runner = system.state.claim_login_probe().get()
+    if runner:
+        threading.Thread(target=_run_login_probe, args=(system, creds, flight), name="ppz-login-probe",
+                         daemon=True).start()
+    try:
+        return flight.result(timeout=hold)
+    except TimeoutError:
+        return ""
 
-    def __init__(self) -> None:
-        self._flights: dict[int, Future[str]] = {}
 
-    def outcome_within(self, system: System, creds: Credentials, hold: float) -> str:
-        """The probe's outcome if it comes within ``hold`` seconds, else "" (unverified)."""
-        mine: Future[str] = Future()
-        flight = self._flights.setdefault(id(system), mine)
-        if flight is mine:
-            threading.Thread(target=self._probe, args=(system, creds, mine), name="ppz-login-probe",
-                             daemon=True).start()
-        try:
-            return flight.result(timeout=hold)
-        except TimeoutError:
-            return ""
-
-    def _probe(self, system: System, creds: Credentials, flight: Future[str]) -> None:
-        try:
-            outcome = probe_login(system, creds)
-        except Exception:  # noqa: BLE001 - an unexpected failure leaves the check unverified
-            logger.exception("login check probe failed")
-            outcome = ""
-        self._flights.pop(id(system), None)
+def _run_login_probe(system: System, creds: Credentials, flight: Future[str]) -> None:
+    try:
+        outcome = probe_login(system, creds)
+    except Exception:  # noqa: BLE001 - an unexpected failure leaves the check unverified
+        logger.exception("login check probe failed")
+        outcome = ""
+    try:
+        system.state.finish_login_probe(flight, outcome)
+    except pykka.ActorDeadError:  # the daemon is stopping
         flight.set_result(outcome)
-
-
-LOGIN_PROBE_HOLD = 1.0
-LOGIN_PROBES = LoginProbes()
 
 
 # --- Login / Logout (ipc.md §7.2, §7.3) ----------------------------------------------------------

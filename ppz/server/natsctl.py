@@ -250,7 +250,7 @@ class NatsControl:
             msg = await self._system.request(
                 "$SYS.REQ.CLAIMS.UPDATE", account_jwt.encode(), timeout=REQUEST_TIMEOUT
             )
-        reply = json.loads(msg.data or b"{}")
+        reply: dict[str, Any] = json.loads(msg.data or b"{}")
         error = reply.get("error")
         data = reply.get("data") or {}
         if error or data.get("code") != 200:
@@ -272,7 +272,7 @@ class NatsControl:
             raise NatsControlError(f"JetStream did not answer $JS.API.{api} (no responders)") from None
         except (TimeoutError, nats.errors.TimeoutError):
             raise NatsControlError(f"JetStream request $JS.API.{api} timed out") from None
-        reply = json.loads(msg.data or b"{}")
+        reply: dict[str, Any] = json.loads(msg.data or b"{}")
         error = reply.get("error")
         if error:
             raise JetStreamApiError(

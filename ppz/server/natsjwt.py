@@ -36,17 +36,20 @@ class InvalidJwt(ValueError):
 
 def new_seed(prefix: int) -> str:
     """A fresh random nkey seed for the role ``prefix`` (one of the ``PREFIX_*`` constants)."""
-    return nkeys.encode_seed(os.urandom(32), prefix).decode()
+    seed: bytes = nkeys.encode_seed(os.urandom(32), prefix)
+    return seed.decode()
 
 
 def public_key(seed: str) -> str:
     """The encoded public key of a seed."""
-    return nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
+    key: bytes = nkeys.from_seed(bytearray(seed.encode())).public_key
+    return key.decode()
 
 
 def sign(seed: str, data: bytes) -> bytes:
     """The raw ed25519 signature of ``data`` with ``seed``."""
-    return nkeys.from_seed(bytearray(seed.encode())).sign(data)
+    signature: bytes = nkeys.from_seed(bytearray(seed.encode())).sign(data)
+    return signature
 
 
 def decode_public_key(key: str) -> tuple[int, bytes]:

@@ -459,6 +459,14 @@ def test_an_armed_watch_sees_publishes_across_a_swap_and_is_woken_by_a_swap_to_n
     assert watch.wakes == wakes + 1
 
 
+def test_a_swap_to_nothing_wakes_every_armed_watch(connected: Harness) -> None:
+    first, second = Watch(), Watch()
+    connected.proxy.arm_watch("1", ACCT, first.on_subject, first.wake).get()
+    connected.proxy.arm_watch("2", ACCT, second.on_subject, second.wake).get()
+    connected.proxy.swap_to_nothing("handleLogout").get()
+    assert (first.wakes, second.wakes) == (1, 1)
+
+
 def test_a_watch_kept_across_a_swap_to_nothing_is_armed_again_by_the_next_rebuild(connected: Harness) -> None:
     watch = Watch()
     connected.proxy.arm_watch("w", ACCT, watch.on_subject, watch.wake).get()
@@ -477,14 +485,6 @@ def test_a_disarmed_watch_sees_nothing(connected: Harness) -> None:
     publish(connected.view(), f"{ACCT}.x.inbox")
     wait_until(lambda: kept.subjects == [f"{ACCT}.x.inbox"], "the kept watch sees the publish")
     assert gone.subjects == []
-
-
-def test_wake_watches_wakes_every_armed_watch(connected: Harness) -> None:
-    first, second = Watch(), Watch()
-    connected.proxy.arm_watch("1", ACCT, first.on_subject, first.wake).get()
-    connected.proxy.arm_watch("2", ACCT, second.on_subject, second.wake).get()
-    connected.proxy.wake_watches().get()
-    assert (first.wakes, second.wakes) == (1, 1)
 
 
 # --- presence (§7.2) -----------------------------------------------------------------------------------

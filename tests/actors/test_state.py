@@ -690,3 +690,24 @@ def test_a_reload_broadcast_nobody_waits_for_still_reaches_every_listener(rig: R
     other.proxy().actor_urn.get()
     assert rig.identity_calls() == CREDS_GONE
     assert second == CREDS_GONE
+
+
+# --- the login-check probe single-flight (ipc.md §7.1) -------------------------------------------
+
+
+def test_concurrent_status_calls_share_one_login_probe_and_the_next_claim_starts_a_new_one(rig: Rig) -> None:
+    flight, runner = rig.proxy.claim_login_probe().get()
+    again, second = rig.proxy.claim_login_probe().get()
+    assert runner and not second and again is flight  # one probe in flight, shared
+    rig.proxy.finish_login_probe(flight, "ok").get()
+    assert flight.result(timeout=0) == "ok"
+    fresh, runner = rig.proxy.claim_login_probe().get()
+    assert runner and fresh is not flight and not fresh.done()
+
+
+def test_finishing_a_probe_that_is_no_longer_in_flight_keeps_the_current_one(rig: Rig) -> None:
+    old, _ = rig.proxy.claim_login_probe().get()
+    rig.proxy.finish_login_probe(old, "").get()
+    current, _ = rig.proxy.claim_login_probe().get()
+    rig.proxy.finish_login_probe(old, "invalid").get()  # late and stale: ignored
+    assert rig.proxy.claim_login_probe().get() == (current, False)

@@ -4,7 +4,8 @@ Usage: ``python bench/worker.py KIND [ARGS]``; configuration comes from the ``BE
 environment variables set by :meth:`common.Rig.env`. Every worker talks one JSON object per
 line on stdout:
 
-* request/response workers (``ipc-send N WARMUP SIZE``, ``ipc-status …``, ``nats-publish …``,
+* request/response workers (``ipc-send N WARMUP SIZE``, ``ipc-status …``, ``ipc-floor …``,
+  ``nats-publish …``,
   ``nats-publish-concurrent COROUTINES N WARMUP SIZE``, ``ipc-batch BATCHES COUNT SIZE``,
   ``nats-batch …``) print ``{"ready": …}``, wait for ``go`` on
   stdin, run, and print ``{"result": …}``;
@@ -65,23 +66,33 @@ def envelope_body(text: str) -> bytes:
 
 
 def ipc_send(n: int, warmup: int, size: int, *, method: str = "Send") -> None:
-    """``n`` sequential ``Send`` calls (or ``Status``: the IPC floor)."""
-    from ppz import ipc
+    """``n`` sequential ``Send`` calls, or ``Status`` (a handler on a thread, with two actor
+    round trips), or ``Floor``: a verb the daemon does not know, answered with its error on the
+    event loop (connect, request line, decoding, validation, reply, close: the IPC floor)."""
+    from ppz import errors, ipc
 
     sock = ENV["BENCH_SOCKET"]
     params: dict[str, Any] = {"handle": ENV["BENCH_HANDLE"], "channel": "inbox", "payload": payload(size),
                               "session": ENV["BENCH_SESSION"]}
-    if method == "Status":
+    if method != "Send":
         params = {"session": ENV["BENCH_SESSION"]}
+
+    def call() -> None:
+        try:
+            ipc.call(method, params, path=sock)
+        except errors.PpzError as exc:
+            if method != "Floor" or exc.code != errors.E_PROTOCOL:
+                raise
+
     for _ in range(warmup):
-        ipc.call(method, params, path=sock)
+        call()
     emit({"ready": True})
     wait_go()
     lat = []
     start = now_ns()
     for _ in range(n):
         t0 = now_ns()
-        ipc.call(method, params, path=sock)
+        call()
         lat.append(now_ns() - t0)
     end = now_ns()
     emit({"result": {"n": n, "start": start, "end": end, "lat_ns": lat}})
@@ -381,6 +392,8 @@ def main(argv: list[str]) -> None:
         ipc_send(*args)
     elif kind == "ipc-status":
         ipc_send(*args, method="Status")
+    elif kind == "ipc-floor":
+        ipc_send(*args, method="Floor")
     elif kind == "ipc-batch":
         ipc_batch(*args)
     elif kind == "nats-publish":

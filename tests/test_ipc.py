@@ -502,6 +502,12 @@ def test_no_socket_is_daemon_not_running(sock_dir: str) -> None:
     assert info.value.exit_status == 11
 
 
+def test_a_socket_path_too_long_for_unix_sockets_is_daemon_not_running(sock_dir: str) -> None:
+    with pytest.raises(PpzError) as info:
+        ipc.call("Status", timeout=5, path=os.path.join(sock_dir, "x" * 200 + ".sock"))
+    assert info.value.code == errors.E_DAEMON_NOT_RUNNING
+
+
 def test_refused_socket_is_daemon_not_running(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "stale.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ppz import errors, ipc
-from ppz.actors.ipc import IpcAcceptorActor, serve_connection
+from ppz.actors.ipc import ConnThreads, IpcAcceptorActor, serve_connection
 from ppz.verbs import RESERVED
 
 pytestmark = pytest.mark.timeout(20)
@@ -533,3 +533,102 @@ def test_on_the_loop_a_reply_larger_than_the_socket_buffer_arrives_whole(loop_ac
         sock.connect(str(socket_path))
         sock.sendall(b'{"method":"Who"}\n')
         assert json.loads(read_to_eof(sock)) == {"result": {"blob": big}}
+
+
+def test_on_the_loop_a_blocked_handler_does_not_hold_up_the_next_request(loop_acceptor: Any,
+                                                                         socket_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def blocking(params: dict[str, Any]) -> dict[str, Any]:
+        entered.set()
+        assert release.wait(10)
+        return {"late": True}
+
+    loop_acceptor({"ListWatch": blocking, "Status": Handler({"ok": True})})
+    waiting: list[bytes] = []
+    thread = threading.Thread(
+        target=lambda: waiting.append(connect_and_send(socket_path, b'{"method":"ListWatch"}\n')), daemon=True)
+    thread.start()
+    try:
+        assert entered.wait(5)
+        for _ in range(3):
+            assert ipc.call("Status", timeout=5, path=str(socket_path)) == {"ok": True}
+    finally:
+        release.set()
+        thread.join(5)
+    assert waiting == [b'{"result":{"late":true}}\n']
+
+
+# --- ConnThreads: the reused threads of the blocking handlers -------------------------------------
+
+
+def pool_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name]
+
+
+def test_conn_threads_reuse_their_threads() -> None:
+    pool = ConnThreads(name="test-pool-reuse")
+    pool.start()
+    ran_on: list[threading.Thread] = []  # the Thread objects themselves: never reused, unlike idents
+    for _ in range(20):
+        done = threading.Event()
+        pool.submit(lambda d=done: (ran_on.append(threading.current_thread()), d.set()))
+        assert done.wait(5)
+    # One thread takes a job and starts the next spare; from then on the two take turns.
+    assert len(set(ran_on)) <= 2
+    assert all(t.name == "test-pool-reuse" for t in ran_on)
+
+
+def test_conn_threads_run_a_job_while_every_other_thread_is_blocked() -> None:
+    pool = ConnThreads(name="test-pool-blocked")
+    pool.start()
+    release = threading.Event()
+    started = [threading.Event() for _ in range(4)]
+    try:
+        for ev in started:
+            pool.submit(lambda e=ev: (e.set(), release.wait(10)))
+        for ev in started:
+            assert ev.wait(5)
+        done = threading.Event()
+        pool.submit(done.set)
+        assert done.wait(5)
+    finally:
+        release.set()
+
+
+def test_conn_threads_idle_threads_exit_but_one_spare_stays() -> None:
+    from serverfixture import wait_until
+
+    pool = ConnThreads(name="test-pool-idle", idle_seconds=0.05)
+    pool.start()
+    release = threading.Event()
+    started = [threading.Event() for _ in range(3)]
+    for ev in started:
+        pool.submit(lambda e=ev: (e.set(), release.wait(10)))
+    for ev in started:
+        assert ev.wait(5)
+    assert len(pool_threads("test-pool-idle")) >= 4  # three busy, one spare
+    release.set()
+    wait_until(lambda: len(pool_threads("test-pool-idle")) == 1, 10, message="idle threads to exit")
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(5)
+
+
+def test_conn_threads_survive_a_failing_job(caplog: pytest.LogCaptureFixture) -> None:
+    pool = ConnThreads(name="test-pool-fail")
+    pool.start()
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    from serverfixture import wait_until
+
+    with caplog.at_level(logging.ERROR, logger="ppz.actors.ipc"):
+        pool.submit(boom)
+        # Logged by the pool thread, which then carries on (an uncaught error would end it).
+        wait_until(lambda: any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records), 5,
+                   message="the failure to be logged")
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(5)

@@ -105,52 +105,69 @@ def dispatch_and_close(conn: socket.socket, method: str, params: dict[str, Any],
 class ConnThreads:
     """Reusable threads for the blocking handlers, fed by a queue.
 
-    Handing a connection over is one ``put``: the event loop never waits for a thread to
+    Handing a connection over is one ``put``: the event loop does not wait for a thread to
     start (``Thread.start`` blocks its caller until the new thread runs, which cost the loop
-    0.2–0.4 ms per request on a busy machine, docs/performance.md). One idle thread is kept
-    as a spare; the thread that takes the last spare's place starts the next one itself, off
-    the loop. A thread idle for ``idle_seconds`` exits unless it is the last spare.
+    0.2–0.4 ms per request on a busy machine, docs/performance.md). One idle thread is kept as
+    a spare; the thread that takes the last spare's place starts the next one itself, off the
+    loop. A thread idle for ``idle_seconds`` exits unless it is the last spare.
+
+    No lock: the bookkeeping is a second queue holding one token per idle thread. A thread
+    takes its token when it takes a job and gives it back when the job is done. ``submit``
+    puts the job, then starts a thread itself if no token is left; a retiring thread takes its
+    token, then stays if a job is waiting. Whatever the interleaving, a job put is taken by an
+    idle thread, or ``submit`` saw no token and started one.
     """
 
     def __init__(self, name: str = "ppz-ipc-conn", idle_seconds: float = IDLE_SECONDS) -> None:
         self._name = name
         self._idle_seconds = idle_seconds
         self._jobs: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]] = queue.SimpleQueue()
-        self._count = threading.Lock()  # guards _idle only (the pool's own bookkeeping)
-        self._idle = 0
+        self._spares: queue.SimpleQueue[None] = queue.SimpleQueue()  # one token per idle thread
 
     def start(self) -> None:
         """Start the first spare (from the actor's thread, before any hand-off)."""
         self._spawn()
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on a pool thread; never blocks."""
+        """Run ``fn(*args)`` on a pool thread; blocks only when every thread is busy."""
         self._jobs.put((fn, args))
+        if self._spares.empty():  # rare: the spare's replacement has not started yet
+            self._spawn()
 
     def _spawn(self) -> None:
-        with self._count:
-            self._idle += 1
+        self._spares.put(None)
         try:
             threading.Thread(target=self._work, name=self._name, daemon=True).start()
         except BaseException:
-            with self._count:
-                self._idle -= 1
+            self._take_token()
             raise
+
+    def _take_token(self) -> None:
+        try:
+            self._spares.get_nowait()
+        except queue.Empty:  # cannot happen: every idle thread put one
+            pass
+
+    def _retire(self) -> bool:
+        """True when this idle thread may exit: it is not the last spare and no job waits."""
+        if self._spares.qsize() <= 1:
+            return False
+        self._take_token()
+        if self._jobs.empty():
+            return True
+        self._spares.put(None)  # a job came meanwhile: stay and take it
+        return False
 
     def _work(self) -> None:
         while True:
             try:
                 fn, args = self._jobs.get(timeout=self._idle_seconds)
             except queue.Empty:
-                with self._count:
-                    if self._idle > 1:
-                        self._idle -= 1
-                        return
+                if self._retire():
+                    return
                 continue
-            with self._count:
-                self._idle -= 1
-                spare = self._idle == 0
-            if spare:
+            self._take_token()
+            if self._spares.empty():
                 try:
                     self._spawn()
                 except Exception:
@@ -159,8 +176,7 @@ class ConnThreads:
                 fn(*args)
             except Exception:
                 logger.exception("IPC connection failed")
-            with self._count:
-                self._idle += 1
+            self._spares.put(None)
 
 
 def close_quietly(conn: socket.socket) -> None:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -632,3 +633,47 @@ def test_conn_threads_survive_a_failing_job(caplog: pytest.LogCaptureFixture) ->
     done = threading.Event()
     pool.submit(done.set)
     assert done.wait(5)
+
+
+def test_conn_threads_submit_starts_a_thread_when_no_spare_is_left() -> None:
+    """No idle thread (none started yet, or every spare retiring at once): ``submit`` starts one."""
+    pool = ConnThreads(name="test-pool-nospare")  # not started: no spare at all
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(5)
+
+
+def test_conn_threads_an_idle_thread_retires_only_when_it_is_not_the_last_spare_and_no_job_waits() -> None:
+    pool = ConnThreads(name="test-pool-retire")  # its bookkeeping, driven by hand (no thread)
+    pool._spares.put(None)
+    assert not pool._retire()  # the last spare stays
+    pool._spares.put(None)
+    pool._jobs.put((lambda: None, ()))
+    assert not pool._retire()  # a job came meanwhile: stay and take it
+    assert pool._spares.qsize() == 2  # and keep its token
+    pool._jobs.get_nowait()
+    assert pool._retire()
+    assert pool._spares.qsize() == 1
+
+
+def test_conn_threads_lose_no_job_while_idle_threads_retire() -> None:
+    """Threads retire every millisecond while jobs arrive in bursts from two submitters: every
+    job still runs."""
+    pool = ConnThreads(name="test-pool-churn", idle_seconds=0.001)
+    pool.start()
+    done = threading.Semaphore(0)
+
+    def submitter(bursts: int) -> None:
+        for i in range(bursts):
+            for _ in range(1 + i % 3):
+                pool.submit(done.release)
+            time.sleep(0.0005 * (i % 4))
+
+    workers = [threading.Thread(target=submitter, args=(400,)) for _ in range(2)]
+    total = 2 * sum(1 + i % 3 for i in range(400))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for n in range(total):
+        assert done.acquire(timeout=5), f"job {n} of {total} never ran"

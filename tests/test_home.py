@@ -277,7 +277,7 @@ def test_concurrent_unique_writers_never_collide(tmp_path: Path) -> None:
         try:
             for _ in range(20):
                 atomic_write(target, json.dumps({"n": n}).encode(), unique=True)
-        except BaseException as err:  # pragma: no cover - reported below
+        except BaseException as err:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]

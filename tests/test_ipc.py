@@ -66,7 +66,7 @@ class UnixServer:
         with conn:
             try:
                 self.handler(self, conn)
-            except Exception as exc:  # surfaced by the fixture
+            except Exception as exc:  # noqa: BLE001 - surfaced by the fixture
                 self.errors.append(exc)
 
     def read_request(self, conn: socket.socket) -> bytes:

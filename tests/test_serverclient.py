@@ -477,7 +477,7 @@ def test_concurrent_calls_from_many_threads(client: ServerClient, server: Script
         try:
             for _ in range(10):
                 assert client.call(server.url, KEY, ACCT, "GET", "/api/v1/pipes") == {}
-        except BaseException as exc:  # collected and re-raised in the main thread
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(8)]

@@ -278,7 +278,7 @@ class IpcAcceptorActor(pykka.ThreadingActor):
             self._loop_thread.loop.call_soon_threadsafe(self._task.cancel)
             try:
                 self._task.result(2.0)
-            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
+            except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):  # noqa: BLE001 - closing anyway
                 pass
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
@@ -358,7 +358,7 @@ class IpcAcceptorActor(pykka.ThreadingActor):
         try:
             method, raw = decode_request(line)
             params = verbs.check_params(method, raw)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered: its code, or E_INTERNAL (ipc.md §2)
             reply_error(loop, conn, exc)
             return
         fast = self._fast.get(method)
@@ -372,7 +372,7 @@ class IpcAcceptorActor(pykka.ThreadingActor):
                         params: dict[str, Any]) -> None:
         try:
             reply = await fast(params)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered: its code, or E_INTERNAL (ipc.md §2)
             reply_error(loop, conn, exc)
             return
         if reply is None:

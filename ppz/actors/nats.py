@@ -556,7 +556,7 @@ class NatsActor(IdentityListener):
                 reconnected_cb=reconnected_cb,
                 closed_cb=closed_cb,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised with the dial's own errors
             detail = "; ".join(dict.fromkeys(dial_errors)) or str(exc) or type(exc).__name__
             raise RuntimeError(detail) from None
         nc.options["allow_reconnect"] = True

@@ -42,7 +42,7 @@ def test_concurrent_advances_from_many_threads_lose_no_update(home: Home) -> Non
                     cursors.actor_ref.tell(Advance(session="shared", key=f"acct.h{n}.inbox", seq=seq, created=T1))
                 else:
                     cursors.advance("shared", f"acct.h{n}.inbox", seq, T1).get()
-        except BaseException as err:  # pragma: no cover - reported below
+        except BaseException as err:  # noqa: BLE001  # pragma: no cover - reported below
             errors.append(err)
 
     threads = [threading.Thread(target=reader, args=(n,)) for n in range(keys)]

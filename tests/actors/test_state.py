@@ -12,16 +12,18 @@ import itertools
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ppz import errors
 from ppz.actors.identity import IdentityListener
-from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, StateActor, StateView
+from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, SourcesFlights, StateActor, StateView
 from ppz.home import Credentials, Home, load_state
 from ppz.messages import (
     IdentityChanged,
@@ -35,6 +37,7 @@ from ppz.messages import (
 )
 from ppz.published import Published
 from ppz.serverclient import SourceInfo
+from ppz.system import list_sources
 
 from .identities import exchange_for
 
@@ -690,3 +693,116 @@ def test_a_reload_broadcast_nobody_waits_for_still_reaches_every_listener(rig: R
     other.proxy().actor_urn.get()
     assert rig.identity_calls() == CREDS_GONE
     assert second == CREDS_GONE
+
+
+# --- the sources single-flight (ipc.md §6, §7.13 step 2) ----------------------------------------------
+
+STRANGER = SourceInfo(handle="stranger", kind="message")
+
+
+class SlowServer:
+    """``list_sources`` answers ``replies`` in order; the first call waits for ``release``."""
+
+    def __init__(self, *replies: tuple[SourceInfo, ...] | Exception) -> None:
+        self.replies = list(replies)
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list_sources(self, creds: Credentials) -> list[SourceInfo]:
+        self.calls += 1
+        reply = self.replies.pop(0)
+        if self.calls == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        if isinstance(reply, Exception):
+            raise reply
+        return list(reply)
+
+
+class CountingState:
+    """The state proxy, counting the claims it has answered (so a test knows who has asked)."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.claimed = 0
+        self.lock = threading.Lock()
+
+    def claim_sources(self, creds: Credentials) -> Any:
+        future = self.proxy.claim_sources(creds)
+        future.get()
+        with self.lock:
+            self.claimed += 1
+        return future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.proxy, name)
+
+
+def call_in_threads(n: int, fn: Any) -> tuple[list[threading.Thread], list[Any]]:
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.append(fn())
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def wait_for(cond: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def burst_during_a_listing(rig: Rig, server: SlowServer, n: int) -> tuple[Any, list[Any], Any]:
+    """One caller starts a listing; ``n`` more ask while it runs; then it ends. Returns the
+    first caller's result, the burst's results and the system they used."""
+    state = CountingState(rig.proxy)
+    system: Any = SimpleNamespace(state=state, server=server)
+    first, first_result = call_in_threads(1, lambda: list_sources(system, CREDS))
+    assert server.entered.wait(10)
+    burst, results = call_in_threads(n, lambda: list_sources(system, CREDS))
+    wait_for(lambda: state.claimed == n + 1)
+    server.release.set()
+    for t in [*first, *burst]:
+        t.join(10)
+    return first_result, results, system
+
+
+def test_callers_that_ask_while_a_listing_runs_share_the_next_one(rig: Rig) -> None:
+    server = SlowServer((BOB,), (STRANGER,))
+    first_result, results, _ = burst_during_a_listing(rig, server, 8)
+    assert first_result == [[BOB]]
+    # The burst asked after the first call had started: one later call answers all of them.
+    assert results == [[STRANGER]] * 8
+    assert server.calls == 2
+    assert rig.proxy.is_known("stranger").get()  # the caches follow the newest listing
+    assert not rig.proxy.is_known("bob").get()
+
+
+def test_a_failed_listing_fails_every_caller_that_shared_it_and_the_next_caller_retries(rig: Rig) -> None:
+    failure = errors.PpzError(errors.E_SERVER_UNREACHABLE)
+    server = SlowServer((BOB,), failure, (STRANGER,))
+    _, results, system = burst_during_a_listing(rig, server, 4)
+    assert results == [failure] * 4
+    assert server.calls == 2
+    assert rig.proxy.is_known("bob").get()  # a failure leaves the caches alone
+    assert list_sources(system, CREDS) == [STRANGER]
+    assert server.calls == 3
+
+
+def test_a_listing_for_another_identity_is_never_shared() -> None:
+    flights = SourcesFlights()
+    mine = flights.claim(CREDS)
+    theirs = flights.claim(replace(CREDS, api_key="ppz_other"))
+    assert mine.loader and theirs.loader
+    assert mine.flight is not theirs.flight
+    again = flights.claim(replace(CREDS, api_key="ppz_other"))
+    assert not again.loader and again.flight is theirs.flight

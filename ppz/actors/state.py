@@ -32,7 +32,6 @@ from ppz.messages import (
     LoginChecked,
     Poll,
     Reload,
-    SourcesListed,
     StreamGone,
     StreamNews,
     StreamSeen,
@@ -282,11 +281,6 @@ class StateActor(pykka.ThreadingActor):
                 if self._creds is not None:
                     self._login_check = value
                     self._publish()
-            case SourcesListed(sources=sources, identity=identity):
-                if self._creds is not None and identity == (
-                    self._creds.url, self._creds.api_key, self._creds.account_id,
-                ):
-                    self._sources_listed(sources)
             case StreamSeen() | StreamGone() | StreamsForgotten():
                 if note_stream_news(self._streams_seen, message, time.monotonic()):
                     self._publish()
@@ -497,8 +491,9 @@ class StateActor(pykka.ThreadingActor):
 
     def finish_sources(self, flight: SourcesFlight, sources: tuple[SourceInfo, ...] | None,
                        error: BaseException | None = None) -> None:
-        """End ``flight``: a successful listing replaces the source caches when the identity is
-        unchanged (as ``SourcesListed`` does) before any waiter gets the sources (or ``error``)."""
+        """End ``flight``: a successful listing replaces the three source caches when it was made
+        with the current identity (one that returns after a logout or a login into another
+        account is not applied), before any waiter gets the sources (or ``error``)."""
         if sources is not None and self._creds is not None and \
                 _identity(flight.creds) == _identity(self._creds):
             self._sources_listed(sources)

@@ -30,7 +30,6 @@ from ppz.messages import (
     LoginChecked,
     Poll,
     Reload,
-    SourcesListed,
     StreamGone,
     StreamSeen,
     StreamsForgotten,
@@ -53,7 +52,6 @@ CREDS = Credentials(
 )
 BOB = SourceInfo(handle="bob", manifold="team-a", kind="message", pipes=("notes",))
 
-IDENTITY = (CREDS.url, CREDS.api_key, CREDS.account_id)
 
 CREDS_GONE = [IdentityChanged(caller="watchState-creds-gone", creds=None)]
 
@@ -142,9 +140,15 @@ class Rig:
 
     def warm(self) -> None:
         """Fill the three source caches and verify the login, as a successful server call does."""
-        self.proxy.actor_ref.tell(SourcesListed(sources=(BOB,), identity=IDENTITY))
+        self.listed((BOB,))
         self.proxy.set_login_check("ok").get()
         assert self.caches_warm()
+
+    def listed(self, sources: tuple[SourceInfo, ...], creds: Credentials = CREDS) -> None:
+        """A successful ``GET /api/v1/sources`` made with ``creds``, through the single-flight."""
+        flight = self.proxy.claim_sources(creds).get().flight
+        self.proxy.start_sources(flight).get()
+        self.proxy.finish_sources(flight, sources).get()
 
     def assert_no_reload(self) -> None:
         """Nothing was reloaded: caches warm, login check ``ok``, nothing broadcast."""
@@ -580,7 +584,7 @@ def test_set_namespace_writes_namespace_json_and_empty_clears(rig: Rig) -> None:
 
 def test_sources_listed_replaces_all_three_caches(rig: Rig) -> None:
     pty = SourceInfo(handle="term", kind="pty", pipes=("notes",))
-    rig.proxy.actor_ref.tell(SourcesListed(sources=(pty,), identity=IDENTITY))
+    rig.listed((pty,))
     assert not rig.proxy.is_known("bob").get()
     assert rig.proxy.is_known("term").get()
     assert rig.proxy.manifold("term").get() == ""
@@ -591,7 +595,7 @@ def test_sources_listed_replaces_all_three_caches(rig: Rig) -> None:
 
 def test_a_listing_for_another_identity_is_not_applied(rig: Rig) -> None:
     other = SourceInfo(handle="stranger", kind="message")
-    rig.proxy.actor_ref.tell(SourcesListed(sources=(other,), identity=("http://elsewhere", "ppz_x", "acct")))
+    rig.listed((other,), replace(CREDS, url="http://elsewhere", api_key="ppz_x", account_id="acct"))
     assert not rig.proxy.is_known("stranger").get()
     assert rig.proxy.is_known("bob").get()
 

@@ -25,13 +25,14 @@ from ppz.handlers.target import account_of
 from ppz.ipc import encode_error, encode_result
 from ppz.system import System, fresh_connection, list_sources, require_connection
 
+T = TypeVar("T")
+
 TABULAR_PIPES = ("inbox", "broadcast")
 PREVIEW_LEN = 60
 PREVIEW_CONCURRENCY = 8
 META_CLAMP = 1000
 REPORT_WAIT = 2 * PROBE_TIMEOUT + 1.0  # the probe, then closing the connection it failed
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-T = TypeVar("T")
 _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 

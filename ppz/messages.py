@@ -8,7 +8,7 @@ snapshots actors hand each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ppz.home import Credentials
@@ -152,19 +152,7 @@ class LoginChecked:
     value: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourcesListed:
-    """A successful ``GET /api/v1/sources``: replaces the three source caches.
-
-    ``identity`` is the (url, api_key, account_id) the listing was made with: a listing that
-    returns after a logout or a login into another account is not applied.
-    """
-
-    sources: tuple[Any, ...]
-    identity: tuple[str, str, str]
-
-
-StateInbox = Poll | Reload | LoginChecked | SourcesListed
+StateInbox = Poll | Reload | LoginChecked
 
 
 # --- HeartbeatsActor inbox ---------------------------------------------------------------

@@ -9,20 +9,23 @@ ask "up" into a handler.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pykka
+
 from ppz import __version__, errors
 from ppz.actors.cursors import CursorsProxy
 from ppz.actors.heartbeats import HeartbeatsProxy
 from ppz.actors.nats import ConnView, NatsProxy
 from ppz.actors.refresh import RefreshProxy
-from ppz.actors.state import StateProxy, StateView
+from ppz.actors.state import SourcesFlight, StateProxy, StateView
 from ppz.home import Credentials, Home
-from ppz.messages import RefreshView, SourcesListed
+from ppz.messages import RefreshView
 from ppz.published import Published
 from ppz.serverclient import ServerClient, SourceInfo
 
@@ -118,8 +121,33 @@ def connect_attempt(system: System) -> bool:
 
 
 def list_sources(system: System, creds: Credentials) -> list[SourceInfo]:
-    """``GET /api/v1/sources``; a success replaces the three source caches (ipc.md §6)."""
-    sources = system.server.list_sources(creds)
-    system.state.actor_ref.tell(SourcesListed(sources=tuple(sources),
-                                           identity=(creds.url, creds.api_key, creds.account_id)))
-    return sources
+    """``GET /api/v1/sources``; a success replaces the three source caches (ipc.md §6).
+
+    Concurrent callers share one call that starts after each of them asked (the single-flight
+    owned by ``StateActor``), so a burst of Reads makes a few calls instead of one each; the
+    caches are replaced before any caller gets the listing."""
+    claim = system.state.claim_sources(creds).get()
+    flight = claim.flight
+    if claim.loader:
+        run_sources_flight(system, flight)
+    return list(flight.result.result())
+
+
+def run_sources_flight(system: System, flight: SourcesFlight) -> None:
+    """The loader's part: wait for the flight under way, make the call, end the flight."""
+    sources: tuple[SourceInfo, ...] | None = None
+    error: BaseException | None = None
+    try:
+        if flight.after is not None:
+            concurrent.futures.wait([flight.after])
+        system.state.start_sources(flight)
+        sources = tuple(system.server.list_sources(flight.creds))
+    except BaseException as exc:  # noqa: BLE001 - every waiter gets the loader's error
+        error = exc
+    try:
+        system.state.finish_sources(flight, sources, error).get()
+    except pykka.ActorDeadError:
+        pass
+    finally:
+        if not flight.result.done():  # the owner is gone (shutdown): end the waiters here
+            flight.result.set_exception(error or errors.PpzError(errors.E_SERVER_UNREACHABLE))

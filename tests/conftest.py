@@ -11,8 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Property tests check what is generated, never how fast: hypothesis's 200 ms per-example
+# deadline (and its too-slow health check) fail at random when the 2-core machine is loaded.
+settings.register_profile("ppz", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ppz")
 
 # A suite started in the background by a non-interactive shell (`make test &`, CI runners) inherits
 # SIGINT as ignored, and so would every CLI it starts: tests that stop `ppz read --tail` with

@@ -2,7 +2,7 @@
 
 The handlers get a :class:`System` whose actors are mocks, but consistent ones: the state
 actor's asks (``session``, ``is_known``, ``manifold``, ``set_current``) answer from the
-``StateView`` it publishes, what it is told (``StreamSeen``/``StreamGone``, ``SourcesListed``)
+``StateView`` it publishes, what it is told (``StreamSeen``/``StreamGone``) and its sources flight
 changes that view as the real actor would, and the server lists ``World.listed``. So the cold
 resolution (asks, server, ``STREAM.INFO``) and the warm one (snapshots only) see one world,
 and a test can check that they agree and count what each asked. JetStream is real: streams
@@ -28,6 +28,7 @@ import nats
 import pytest
 from actors.natsserver import NatsServer
 from sharedserver import module_nats  # noqa: F401 - a fixture
+from sourcesflight import serve_sources_flights
 
 from ppz import jetstream as js
 from ppz import names, verbs
@@ -35,7 +36,7 @@ from ppz.actors.nats import ConnView
 from ppz.actors.state import StateView, note_stream_news
 from ppz.aioloop import LoopThread
 from ppz.home import Credentials, Home
-from ppz.messages import RefreshView, SourcesListed
+from ppz.messages import RefreshView
 from ppz.published import Published
 from ppz.serverclient import SourceInfo
 from ppz.system import System
@@ -106,11 +107,8 @@ class World:
             mock.reset_mock()
 
     def told(self, news: object) -> None:
-        """What StateActor does with a StreamNews or a SourcesListed."""
-        if isinstance(news, SourcesListed):
-            self.publish_state(known=frozenset(s.handle for s in news.sources),
-                               manifolds=MappingProxyType({s.handle: s.manifold for s in news.sources}))
-        elif note_stream_news(self.seen, news, time.monotonic()):  # type: ignore[arg-type]
+        """What StateActor does with a StreamNews."""
+        if note_stream_news(self.seen, news, time.monotonic()):  # type: ignore[arg-type]
             self.publish_state(streams_seen=MappingProxyType(dict(self.seen)))
 
 
@@ -157,6 +155,9 @@ def world_fixture(module_nats: NatsServer, tmp_path: Path) -> Iterator[World]:  
     state.manifold.side_effect = answering(lambda h: w.state.manifolds.get(h, ""))
     state.set_current.side_effect = answering(set_current)
     state.actor_ref.tell.side_effect = w.told
+    serve_sources_flights(state, on_listed=lambda sources: w.publish_state(
+        known=frozenset(s.handle for s in sources),
+        manifolds=MappingProxyType({s.handle: s.manifold for s in sources})))
     server.list_sources.side_effect = lambda creds: list(w.listed)
     try:
         yield w

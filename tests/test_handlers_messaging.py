@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import pytest
 from actors.natsserver import NatsServer
 from jsfaults import fail_fetch
 from sharedserver import module_nats  # noqa: F401 - a fixture
+from sourcesflight import serve_sources_flights
 
 from ppz import errors, names, verbs
 from ppz import jetstream as js
@@ -107,6 +109,7 @@ def rig(server: NatsServer, tmp_path: Path) -> Iterator[Rig]:
     state.session.return_value.get.return_value = SessionView()
     state.is_known.return_value.get.return_value = True
     state.manifold.return_value.get.return_value = ""
+    serve_sources_flights(state)
     srv = Mock(name="server")
     srv.list_sources.return_value = [SourceInfo(handle="bob"), SourceInfo(handle="agent", kind="pty")]
     creds = Credentials(url="http://127.0.0.1:1", api_key="ppz_0123456789abcdef0123456789", account_id=acct)
@@ -281,3 +284,53 @@ def test_matching_subjects_wake_a_watch() -> None:
     assert listing.subject_could_match(ACCT, f"{ACCT}.team-a.bob.inbox", ["bob.*"])
     assert not listing.subject_could_match(ACCT, f"{ACCT}.bob.inbox", ["alice.*"])
     assert not listing.subject_could_match(ACCT, f"{'1' * 8}-0000-4000-8000-{'0' * 12}.bob.inbox", [])
+
+
+# --- List: the server calls run beside the NATS listing (ipc.md §7.14) ---------------------------------
+
+
+def list_params() -> dict[str, Any]:
+    return {"session": "s", "patterns": [], "long": False}
+
+
+def test_list_asks_the_server_while_it_lists_the_streams(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    rig.create("bob", "inbox")
+    rig.publish("bob", "inbox", "hello")
+    listed = threading.Event()
+    real_list = js.list_streams
+
+    async def list_streams(nc: Any, subject_filter: str) -> list[js.StreamInfo]:
+        out = await real_list(nc, subject_filter)
+        listed.set()
+        return out
+
+    def after_the_listing(value: Any) -> Any:
+        def call(creds: Credentials) -> Any:
+            assert listed.wait(10), "the server call waited for nothing: it runs after the listing"
+            return value
+        return call
+
+    monkeypatch.setattr(js, "list_streams", list_streams)
+    rig.sys.server.list_sources.side_effect = after_the_listing([SourceInfo(handle="bob")])
+    rig.sys.server.list_pipes.side_effect = after_the_listing([])
+    reply = listing.list_(rig.sys, list_params())
+    [bob] = reply["sources"]
+    [inbox] = [row for row in bob["pipe_infos"] if row["pipe"] == "inbox"]
+    assert (inbox["total"], inbox["unread"], inbox["preview"]) == (1, 1, "hello")
+    assert reply["uncollared_pipes"] == []
+
+
+def test_list_reports_the_sources_call_failure_before_a_nats_failure(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_listing(nc: Any, subject_filter: str) -> list[js.StreamInfo]:
+        raise js.JsError(js.TRANSPORT, "down")
+
+    monkeypatch.setattr(js, "list_streams", no_listing)
+    rig.sys.server.list_pipes.return_value = []
+    with pytest.raises(errors.PpzError) as nats_down:
+        listing.list_(rig.sys, list_params())
+    assert nats_down.value.code == errors.E_NATS_UNREACHABLE
+    rig.sys.server.list_sources.side_effect = errors.PpzError(errors.E_SERVER_UNREACHABLE)
+    with pytest.raises(errors.PpzError) as both_down:
+        listing.list_(rig.sys, list_params())
+    assert both_down.value.code == errors.E_SERVER_UNREACHABLE

@@ -32,14 +32,13 @@ from ppz.messages import (
     LoginChecked,
     Poll,
     Reload,
-    SourcesListed,
     StreamGone,
     StreamNews,
     StreamSeen,
     StreamsForgotten,
 )
 from ppz.published import Published
-from ppz.serverclient import ExchangeReply
+from ppz.serverclient import ExchangeReply, SourceInfo
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +120,71 @@ class CompletionClaim:
     loader: bool = False
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class SourcesFlight:
+    """One ``GET /api/v1/sources`` shared by every caller that asked for a listing before it
+    started (so each caller's listing still begins after its request). ``after`` is the flight
+    that was in progress when this one was claimed: the loader waits for it first, so flights of
+    one daemon run one at a time and a burst of callers (1 000 follows) makes a handful of calls,
+    not one each. ``result`` resolves to the sources, or to the call's error."""
+
+    creds: Credentials
+    after: Future[tuple[SourceInfo, ...]] | None
+    result: Future[tuple[SourceInfo, ...]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourcesClaim:
+    """What :meth:`StateActor.claim_sources` hands a caller: the ``flight`` to wait on, and
+    whether this caller is its ``loader`` (it runs the call and ends it with
+    :meth:`StateActor.finish_sources`)."""
+
+    flight: SourcesFlight
+    loader: bool = False
+
+
+class SourcesFlights:
+    """The ``GET /api/v1/sources`` single-flight's two slots, kept by :class:`StateActor` (its
+    mailbox serialises every method): the flight callers may still join, and the one whose call
+    is under way."""
+
+    def __init__(self) -> None:
+        self._pending: SourcesFlight | None = None  # claimed, its call not yet started: joinable
+        self._running: SourcesFlight | None = None  # its call under way: too late to join
+
+    def claim(self, creds: Credentials) -> SourcesClaim:
+        """Join the flight for ``creds`` whose call has not started yet, else open one (the
+        caller is its loader) that runs after the flight now under way."""
+        pending = self._pending
+        if pending is not None and _identity(pending.creds) == _identity(creds):
+            return SourcesClaim(flight=pending)
+        running = self._running
+        flight = SourcesFlight(creds=creds, after=running.result if running is not None else None,
+                               result=Future())
+        self._pending = flight
+        return SourcesClaim(flight=flight, loader=True)
+
+    def start(self, flight: SourcesFlight) -> None:
+        """``flight``'s call starts now: later callers open the next flight."""
+        if self._pending is flight:
+            self._pending = None
+        self._running = flight
+
+    def finish(self, flight: SourcesFlight, sources: tuple[SourceInfo, ...] | None,
+               error: BaseException | None = None) -> None:
+        """End ``flight``: every waiter gets ``sources``, or ``error`` when there are none."""
+        if self._pending is flight:
+            self._pending = None
+        if self._running is flight:
+            self._running = None
+        if flight.result.done():
+            return
+        if sources is not None:
+            flight.result.set_result(sources)
+        else:
+            flight.result.set_exception(error or errors.PpzError(errors.E_SERVER_UNREACHABLE))
+
+
 def _identity(creds: Credentials | None) -> tuple[str, str, str] | None:
     return None if creds is None else (creds.url, creds.api_key, creds.account_id)
 
@@ -147,6 +211,7 @@ class StateActor(pykka.ThreadingActor):
         self._legacy_pending = False
         self._login_check = ""
         self._streams_seen: dict[tuple[str, str], float] = {}
+        self._sources_flights = SourcesFlights()
         self._reset_caches()
         self._apply_loaded(loaded)
         self._signatures = self._read_signatures()
@@ -216,11 +281,6 @@ class StateActor(pykka.ThreadingActor):
                 if self._creds is not None:
                     self._login_check = value
                     self._publish()
-            case SourcesListed(sources=sources, identity=identity):
-                if self._creds is not None and identity == (
-                    self._creds.url, self._creds.api_key, self._creds.account_id,
-                ):
-                    self._sources_listed(sources)
             case StreamSeen() | StreamGone() | StreamsForgotten():
                 if note_stream_news(self._streams_seen, message, time.monotonic()):
                     self._publish()
@@ -421,6 +481,24 @@ class StateActor(pykka.ThreadingActor):
         self._completion_flight = flight
         return CompletionClaim(flight=flight, loader=True)
 
+    # --- sources single-flight (ipc.md §6: every listing refreshes the caches) -------------------
+
+    def claim_sources(self, creds: Credentials) -> SourcesClaim:
+        return self._sources_flights.claim(creds)
+
+    def start_sources(self, flight: SourcesFlight) -> None:
+        self._sources_flights.start(flight)
+
+    def finish_sources(self, flight: SourcesFlight, sources: tuple[SourceInfo, ...] | None,
+                       error: BaseException | None = None) -> None:
+        """End ``flight``: a successful listing replaces the three source caches when it was made
+        with the current identity (one that returns after a logout or a login into another
+        account is not applied), before any waiter gets the sources (or ``error``)."""
+        if sources is not None and self._creds is not None and \
+                _identity(flight.creds) == _identity(self._creds):
+            self._sources_listed(sources)
+        self._sources_flights.finish(flight, sources, error)
+
     def finish_completion_load(self, flight: CompletionFlight, sources: tuple[Any, ...] | None) -> None:
         """End ``flight``: a successful listing (``sources``) replaces the caches when the identity
         is unchanged; every waiter gets the snapshot, or None (stale) when it is still cold."""
@@ -476,3 +554,6 @@ class StateProxy(ActorMemberMixin, pykka.ActorProxy[StateActor]):
     finish_completion_load = proxy_method(StateActor.finish_completion_load)
     claim_login_probe = proxy_method(StateActor.claim_login_probe)
     finish_login_probe = proxy_method(StateActor.finish_login_probe)
+    claim_sources = proxy_method(StateActor.claim_sources)
+    start_sources = proxy_method(StateActor.start_sources)
+    finish_sources = proxy_method(StateActor.finish_sources)

@@ -8,7 +8,9 @@ import select
 import socket
 import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from ppz import errors, names
 from ppz import jetstream as js
@@ -21,7 +23,9 @@ from ppz.globs import match_any
 from ppz.handlers.read import decode_or_none
 from ppz.handlers.target import account_of
 from ppz.ipc import encode_error, encode_result
-from ppz.system import System, list_sources, require_connection
+from ppz.system import System, fresh_connection, list_sources, require_connection
+
+T = TypeVar("T")
 
 TABULAR_PIPES = ("inbox", "broadcast")
 PREVIEW_LEN = 60
@@ -66,20 +70,27 @@ def pipe_info(info: js.StreamInfo | None, pipe: str, entry: CursorEntry | None, 
 def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = None) -> dict[str, Any]:
     acct = account_of(system)
     creds = system.require_login()
-    sources = list_sources(system, creds)
+    # The server calls run on their own threads beside the NATS listing; the errors keep the
+    # spec's order (ipc.md §7.14): the sources call, then NATS, then the uncollared pipes.
+    sources_call = in_thread(list_sources, system, creds)
+    entries_call = system.cursors.load(session_key(p["session"]))
     if view is None:
-        view = require_connection(system)
-    nc = view.nc
-    if nc is None:
-        raise view.unusable()
+        view = fresh_connection(system)  # warm: ensure-NATS would be a no-op
+        if view is None:  # cold: ensure-NATS dials, which must not happen when the sources call fails
+            sources_call.result()
+    pipes_call = in_thread(system.server.list_pipes, creds)
     try:
-        streams = {s.name: s for s in view.run(js.list_streams(nc, names.account_wildcard(acct)))}
-    except js.JsError:
-        raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
-    pipes = system.server.list_pipes(creds)
+        if view is None:
+            view = require_connection(system)
+        streams = list_streams(view, acct)
+    except errors.PpzError:
+        sources_call.result()  # the sources call's error comes first
+        raise
+    sources = sources_call.result()
+    pipes = pipes_call.result()
     patterns: list[str] = p["patterns"]
     long = p["long"]
-    entries = system.cursors.load(session_key(p["session"])).get()
+    entries = entries_call.get()
     # Decide the rows first, then fetch the last message of every non-empty stream (8 at once).
     wanted: dict[str, int] = {}
     src_rows: list[tuple[Any, list[tuple[str, str, str]]]] = []
@@ -135,6 +146,31 @@ def list_snapshot(system: System, p: dict[str, Any], view: ConnView | None = Non
                                 payloads.get(stream))
         out_pipes.append(row)
     return {"sources": out_sources, "uncollared_pipes": out_pipes}
+
+
+def in_thread(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """Run ``fn(*args)`` on a new daemon thread (a blocking HTTP call beside the NATS work)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="ppz-list-http", daemon=True).start()
+    return future
+
+
+def list_streams(view: ConnView, acct: str) -> dict[str, js.StreamInfo]:
+    """The account's streams by name (one paged listing); E_NATS_UNREACHABLE on failure."""
+    nc = view.nc
+    if nc is None:
+        raise view.unusable()
+    try:
+        return {s.name: s for s in view.run(js.list_streams(nc, names.account_wildcard(acct)))}
+    except js.JsError:
+        raise errors.PpzError(errors.E_NATS_UNREACHABLE) from None
 
 
 def fetch_last_payloads(view: ConnView, wanted: dict[str, int]) -> dict[str, str]:

@@ -76,9 +76,13 @@ def build_app(routes: Sequence[BaseRoute], middleware: Sequence[Middleware] = ()
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket (IPv6 when ``host`` is an IPv6 literal); raises OSError when the
-    address is taken, before anything is served."""
+    address is taken, before anything is served.
+
+    The protocol is named (``IPPROTO_TCP``, not 0): asyncio sets ``TCP_NODELAY`` only on accepted
+    sockets whose ``proto`` says TCP. Without it a keep-alive reply's body (written after its
+    head) waits for the client's delayed ACK: every call on a reused connection took ~40 ms."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -12,29 +12,31 @@ import itertools
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ppz import errors
 from ppz.actors.identity import IdentityListener
-from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, StateActor, StateView
+from ppz.actors.state import STREAMS_SEEN_TTL, SessionView, SourcesFlights, StateActor, StateView
 from ppz.home import Credentials, Home, load_state
 from ppz.messages import (
     IdentityChanged,
     LoginChecked,
     Poll,
     Reload,
-    SourcesListed,
     StreamGone,
     StreamSeen,
     StreamsForgotten,
 )
 from ppz.published import Published
 from ppz.serverclient import SourceInfo
+from ppz.system import list_sources
 
 from .identities import exchange_for
 
@@ -50,7 +52,6 @@ CREDS = Credentials(
 )
 BOB = SourceInfo(handle="bob", manifold="team-a", kind="message", pipes=("notes",))
 
-IDENTITY = (CREDS.url, CREDS.api_key, CREDS.account_id)
 
 CREDS_GONE = [IdentityChanged(caller="watchState-creds-gone", creds=None)]
 
@@ -139,9 +140,15 @@ class Rig:
 
     def warm(self) -> None:
         """Fill the three source caches and verify the login, as a successful server call does."""
-        self.proxy.actor_ref.tell(SourcesListed(sources=(BOB,), identity=IDENTITY))
+        self.listed((BOB,))
         self.proxy.set_login_check("ok").get()
         assert self.caches_warm()
+
+    def listed(self, sources: tuple[SourceInfo, ...], creds: Credentials = CREDS) -> None:
+        """A successful ``GET /api/v1/sources`` made with ``creds``, through the single-flight."""
+        flight = self.proxy.claim_sources(creds).get().flight
+        self.proxy.start_sources(flight).get()
+        self.proxy.finish_sources(flight, sources).get()
 
     def assert_no_reload(self) -> None:
         """Nothing was reloaded: caches warm, login check ``ok``, nothing broadcast."""
@@ -577,7 +584,7 @@ def test_set_namespace_writes_namespace_json_and_empty_clears(rig: Rig) -> None:
 
 def test_sources_listed_replaces_all_three_caches(rig: Rig) -> None:
     pty = SourceInfo(handle="term", kind="pty", pipes=("notes",))
-    rig.proxy.actor_ref.tell(SourcesListed(sources=(pty,), identity=IDENTITY))
+    rig.listed((pty,))
     assert not rig.proxy.is_known("bob").get()
     assert rig.proxy.is_known("term").get()
     assert rig.proxy.manifold("term").get() == ""
@@ -588,7 +595,7 @@ def test_sources_listed_replaces_all_three_caches(rig: Rig) -> None:
 
 def test_a_listing_for_another_identity_is_not_applied(rig: Rig) -> None:
     other = SourceInfo(handle="stranger", kind="message")
-    rig.proxy.actor_ref.tell(SourcesListed(sources=(other,), identity=("http://elsewhere", "ppz_x", "acct")))
+    rig.listed((other,), replace(CREDS, url="http://elsewhere", api_key="ppz_x", account_id="acct"))
     assert not rig.proxy.is_known("stranger").get()
     assert rig.proxy.is_known("bob").get()
 
@@ -711,3 +718,116 @@ def test_finishing_a_probe_that_is_no_longer_in_flight_keeps_the_current_one(rig
     current, _ = rig.proxy.claim_login_probe().get()
     rig.proxy.finish_login_probe(old, "invalid").get()  # late and stale: ignored
     assert rig.proxy.claim_login_probe().get() == (current, False)
+
+
+# --- the sources single-flight (ipc.md §6, §7.13 step 2) ----------------------------------------------
+
+STRANGER = SourceInfo(handle="stranger", kind="message")
+
+
+class SlowServer:
+    """``list_sources`` answers ``replies`` in order; the first call waits for ``release``."""
+
+    def __init__(self, *replies: tuple[SourceInfo, ...] | Exception) -> None:
+        self.replies = list(replies)
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def list_sources(self, creds: Credentials) -> list[SourceInfo]:
+        self.calls += 1
+        reply = self.replies.pop(0)
+        if self.calls == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        if isinstance(reply, Exception):
+            raise reply
+        return list(reply)
+
+
+class CountingState:
+    """The state proxy, counting the claims it has answered (so a test knows who has asked)."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.claimed = 0
+        self.lock = threading.Lock()
+
+    def claim_sources(self, creds: Credentials) -> Any:
+        future = self.proxy.claim_sources(creds)
+        future.get()
+        with self.lock:
+            self.claimed += 1
+        return future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.proxy, name)
+
+
+def call_in_threads(n: int, fn: Any) -> tuple[list[threading.Thread], list[Any]]:
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.append(fn())
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def wait_for(cond: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def burst_during_a_listing(rig: Rig, server: SlowServer, n: int) -> tuple[Any, list[Any], Any]:
+    """One caller starts a listing; ``n`` more ask while it runs; then it ends. Returns the
+    first caller's result, the burst's results and the system they used."""
+    state = CountingState(rig.proxy)
+    system: Any = SimpleNamespace(state=state, server=server)
+    first, first_result = call_in_threads(1, lambda: list_sources(system, CREDS))
+    assert server.entered.wait(10)
+    burst, results = call_in_threads(n, lambda: list_sources(system, CREDS))
+    wait_for(lambda: state.claimed == n + 1)
+    server.release.set()
+    for t in [*first, *burst]:
+        t.join(10)
+    return first_result, results, system
+
+
+def test_callers_that_ask_while_a_listing_runs_share_the_next_one(rig: Rig) -> None:
+    server = SlowServer((BOB,), (STRANGER,))
+    first_result, results, _ = burst_during_a_listing(rig, server, 8)
+    assert first_result == [[BOB]]
+    # The burst asked after the first call had started: one later call answers all of them.
+    assert results == [[STRANGER]] * 8
+    assert server.calls == 2
+    assert rig.proxy.is_known("stranger").get()  # the caches follow the newest listing
+    assert not rig.proxy.is_known("bob").get()
+
+
+def test_a_failed_listing_fails_every_caller_that_shared_it_and_the_next_caller_retries(rig: Rig) -> None:
+    failure = errors.PpzError(errors.E_SERVER_UNREACHABLE)
+    server = SlowServer((BOB,), failure, (STRANGER,))
+    _, results, system = burst_during_a_listing(rig, server, 4)
+    assert results == [failure] * 4
+    assert server.calls == 2
+    assert rig.proxy.is_known("bob").get()  # a failure leaves the caches alone
+    assert list_sources(system, CREDS) == [STRANGER]
+    assert server.calls == 3
+
+
+def test_a_listing_for_another_identity_is_never_shared() -> None:
+    flights = SourcesFlights()
+    mine = flights.claim(CREDS)
+    theirs = flights.claim(replace(CREDS, api_key="ppz_other"))
+    assert mine.loader and theirs.loader
+    assert mine.flight is not theirs.flight
+    again = flights.claim(replace(CREDS, api_key="ppz_other"))
+    assert not again.loader and again.flight is theirs.flight

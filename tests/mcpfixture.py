@@ -127,7 +127,7 @@ class RawMcp:
     def tool(self, name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """A ``tools/call``'s structured content (the call must succeed)."""
         result = self.request("tools/call", {"name": name, "arguments": arguments or {}})["result"]
-        assert not result.get("isError"), result
+        assert not result.get("isError"), (result, b"".join(self.stderr).decode(errors="replace")[-3000:])
         return result["structuredContent"]
 
     def notification(self, method: str, timeout: float = 60) -> dict[str, Any]:

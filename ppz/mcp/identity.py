@@ -69,6 +69,8 @@ class Identity:
             return
         async with self._lock:
             if self.error is not None:
+                if self.start_daemon and self.error.code == errors.E_DAEMON_NOT_RUNNING:
+                    await self._start_daemon()  # gone since, or slower to start than its 5 s
                 await self._become()
         if self.error is not None:
             raise self.error

@@ -106,10 +106,13 @@ class ReadWriter:
             self.gone = True
 
     def write_nowait(self, data: bytes) -> bytes:
-        """Write what the socket takes without blocking (whatever the socket's timeout, which
-        the handler's thread uses); returns the rest, ``b""`` when all of it was written."""
+        """Write what the socket takes without blocking; returns the rest, ``b""`` when all of
+        it was written. Only a socket in blocking mode (a follow's: timeout None) is tried:
+        with a timeout, Python waits for writability before the send, MSG_DONTWAIT or not."""
         if self.gone:
             return b""
+        if self.conn.gettimeout() is not None:
+            return data
         try:
             sent = self.conn.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:

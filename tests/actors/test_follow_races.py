@@ -127,6 +127,7 @@ def test_a_follow_whose_client_lags_gets_every_message_once_in_order(rig: Rig, m
             assert event is not None, f"the follow ended after {len(got)} messages"
             got.append(event["msg"]["payload"])
         assert got == big
+        assert handovers[0] > 1  # m0 went out from the loop
         wait_until(lambda: rig.cursor() == 301, "the cursor at the last message")
     finally:
         reader.close()

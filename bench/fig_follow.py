@@ -81,8 +81,21 @@ async def latency_phase(rig: Rig, kind: str, handle: str, n: int) -> list[float]
     return [x / 1e6 for x in res["lat_ns"]]
 
 
+async def settle(pid: int, quiet_pct: float = 15.0, window: float = 0.25, timeout: float = 30.0) -> float:
+    """Wait until process ``pid`` is quiet (CPU below ``quiet_pct`` % of a core over ``window``
+    seconds, at most ``timeout``); returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        cpu0, _ = proc_stat(pid)
+        await asyncio.sleep(window)
+        cpu1, _ = proc_stat(pid)
+        if (cpu1 - cpu0) / window * 100 < quiet_pct:
+            break
+    return time.monotonic() - t0
+
+
 async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int = FANOUT,
-                       setup_timeout: float = 90.0, deadline: float = 3.0
+                       setup_timeout: float = 90.0, deadline: float = 3.0, quiet: bool = False
                        ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """``n`` follows of a fresh source, then ``broadcasts`` messages one at a time.
 
@@ -90,6 +103,10 @@ async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int
     the follows (the daemon for ``ppz-follow``, the worker itself for ``nats-follow``): RSS once
     every follow receives, CPU % over the broadcasts, and the setup time. A broadcast that has
     not reached every follower after ``deadline`` seconds is reported with those it reached.
+    With ``quiet``, the broadcasts start once that process has gone quiet after the warm-up
+    (``settle_s``): a follower receives its first message before its ``Read`` handler has
+    finished setting the follow up, and at 1 000 follows that tail of the setup (hundreds of
+    threads still busy) otherwise lands on the first broadcast.
     """
     src = rig.create_source(handle)
     worker = Worker([kind, n], {**rig.env(), **src, "BENCH_BROADCAST_DEADLINE": str(deadline)})
@@ -104,6 +121,7 @@ async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int
         setup = time.monotonic() - t0
         log(f"{kind}: {n} follows receiving after {setup:.1f} s")
         await asyncio.sleep(0.5)
+        settled = await settle(pid) if quiet else 0.0
         cpu0, rss = proc_stat(pid)
         c0 = time.monotonic()
         for b in range(broadcasts):
@@ -112,7 +130,7 @@ async def fanout_phase(rig: Rig, kind: str, handle: str, broadcasts: int, n: int
             await asyncio.sleep(0.3)
         cpu1, rss1 = proc_stat(pid)
         stats = {"rss_mb": max(rss, rss1) / 1e6, "cpu_pct": (cpu1 - cpu0) / (time.monotonic() - c0) * 100,
-                 "setup_s": setup, "threads": proc_threads(pid)}
+                 "setup_s": setup, "settle_s": settled, "threads": proc_threads(pid)}
         await js.publish(src["BENCH_SUBJECT"], body("stop"))
         worker.readline(30)
     finally:

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -506,14 +506,23 @@ class CursorStore:
         A file that exists but cannot be read raises OSError rather than being overwritten;
         write failures raise OSError too.
         """
+        return self.advance_many(session, [(key, seq, created)])
+
+    def advance_many(self, session: str, moves: Iterable[tuple[str, int, int]]) -> bool:
+        """Apply :func:`ppz.cursors.advance` to each ``(key, seq, created)`` in order, with one
+        read and at most one rewrite of the session's file; True when it was rewritten. Errors
+        as :meth:`advance`."""
         path = self.path(session)
         entries = self._read(path)
-        entry = cursors.advance(entries.get(key), seq, created)
-        if entry is None:
-            return False
-        entries[key] = entry
-        self._write(path, entries)
-        return True
+        changed = False
+        for key, seq, created in moves:
+            entry = cursors.advance(entries.get(key), seq, created)
+            if entry is not None:
+                entries[key] = entry
+                changed = True
+        if changed:
+            self._write(path, entries)
+        return changed
 
     def seed(self, session: str, key: str, seq: int, created: int) -> bool:
         """Store ``{seq, created}`` only if the session has no entry for ``key`` (``read``

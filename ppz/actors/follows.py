@@ -42,6 +42,16 @@ class FlushDue:
     """Write the follow's noted cursor now."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Handover:
+    """The follow's live work moves from the loop to this actor (its socket would block):
+    attach ``live``, run ``resume`` (finish the message the loop could not write), and from
+    now on deliveries arrive as ``FollowDelivery``."""
+
+    live: Live
+    resume: Callable[[], None]
+
+
 class FollowActor(pykka.ThreadingActor):
     """One open follow connection."""
 
@@ -66,6 +76,10 @@ class FollowActor(pykka.ThreadingActor):
         redials never sees a repeat. A delivery before this is dropped."""
         self._live = live
 
+    def ping(self) -> None:
+        """Answers while the follow lives (an evicted one raises ``ActorDeadError`` instead):
+        checked before its consumer is created."""
+
     def subscribed(self, nc_id: str, sub: Any, loop: Any) -> bool:
         """The consumer feeding this follow, opened on connection ``nc_id`` (unsubscribed on
         ``loop`` when the follow ends). False when ``nc_id`` is already stale: the follow was
@@ -85,6 +99,13 @@ class FollowActor(pykka.ThreadingActor):
                         self._live.deliver(seq, data)
                     except Exception:  # noqa: BLE001 - a bad message must not end the follow
                         logger.exception("follow delivery failed")
+                self._maybe_flush()
+            case Handover(live=live, resume=resume):
+                self._live = live
+                try:
+                    resume()
+                except Exception:  # noqa: BLE001 - a bad message must not end the follow
+                    logger.exception("follow delivery failed")
                 self._maybe_flush()
             case FlushDue():
                 self._flush_armed = False

@@ -3,7 +3,9 @@
 
 A drain runs on the request's thread; JetStream coroutines run on the connection's loop through
 the published :class:`ConnView`. A follow, and a wait, is handed to its own FollowActor: the
-follow's :class:`Follow` or the wait's :class:`Wake` runs on that actor's thread only.
+wait's :class:`Wake` runs on that actor's thread only; the follow's :class:`Follow` runs on the
+loop while the client's socket takes its messages without blocking, and on the actor's thread
+from the first message that would block (:func:`open_follow`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pykka
 
 from ppz import errors, names
 from ppz import jetstream as js
-from ppz.actors.follows import FollowActor, Live, unsubscribe_quietly
+from ppz.actors.follows import FollowActor, Handover, Live, unsubscribe_quietly
 from ppz.actors.nats import PROBE_TIMEOUT, ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
@@ -93,12 +95,32 @@ class ReadWriter:
         self.gone = False
 
     def event(self, kind: str, value: object) -> None:
+        self.write(encode_event(kind, value))
+
+    def write(self, data: bytes) -> None:
         if self.gone:
             return
         try:
-            self.conn.sendall(encode_event(kind, value))
+            self.conn.sendall(data)
         except OSError:
             self.gone = True
+
+    def write_nowait(self, data: bytes) -> bytes:
+        """Write what the socket takes without blocking; returns the rest, ``b""`` when all of
+        it was written. Only a socket in blocking mode (a follow's: timeout None) is tried:
+        with a timeout, Python waits for writability before the send, MSG_DONTWAIT or not."""
+        if self.gone:
+            return b""
+        if self.conn.gettimeout() is not None:
+            return data
+        try:
+            sent = self.conn.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return data
+        except OSError:
+            self.gone = True
+            return b""
+        return data[sent:]
 
 
 def decode_or_none(data: bytes) -> Envelope | None:
@@ -320,7 +342,7 @@ def _read(system: System, p: dict[str, Any], conn: socket.socket, out: ReadWrite
         live = Follow(out=out, cursors=system.cursors.actor_ref, reading=reading, created=drained.created,
                       receipt=functools.partial(send_receipts, system, view, plan.acct, reading.reader))
         ref = registered[0]
-        if open_live(view, plan, drained.last, live, ref):
+        if open_follow(view, plan, drained.last, live, ref):
             wait_client(conn, None)
     elif p["wait_ms"] != 0 and drained.written == 0:
         _wait(system, p, conn, out, view, reading, info, deadline, registered)
@@ -602,18 +624,40 @@ class Follow:
         self.delivered = 0  # the highest sequence delivered
         self.written = 0  # the highest sequence told to CursorsActor
 
-    def deliver(self, seq: int, data: bytes) -> None:
+    def _kept(self, data: bytes) -> Envelope | None:
         env = decode_or_none(data)
         if env is not None and not self.keeps(env):
-            env = None  # filtered out (a receipt under no_acks): delivered, for the cursor
+            return None  # filtered out (a receipt under no_acks): delivered, for the cursor
+        return env
+
+    def deliver(self, seq: int, data: bytes) -> None:
+        env = self._kept(data)
         if env is not None:
             self.out.event("msg", read_message(env))
+        self._delivered(seq, env)
+
+    def _delivered(self, seq: int, env: Envelope | None) -> None:
         if self.out.gone:
             return  # not delivered: the cursor must not move past it
         if self.advancing:
             self.delivered = max(self.delivered, seq)
             if env is not None:
                 self.receipt([env])
+
+    def deliver_nowait(self, seq: int, data: bytes) -> Callable[[], None] | None:
+        """``deliver`` on the loop without blocking, its cursor told at once (CursorsActor
+        coalesces the writes). When the socket would block, nothing is noted and the returned
+        callable finishes this message (blocking) on the follow's actor."""
+        env = self._kept(data)
+        rest = b"" if env is None else self.out.write_nowait(encode_event("msg", read_message(env)))
+        if rest:
+            def resume() -> None:
+                self.out.write(rest)
+                self._delivered(seq, env)
+            return resume
+        self._delivered(seq, env)
+        self.flush()
+        return None
 
     def flush(self) -> None:
         if self.delivered > self.written:
@@ -632,7 +676,11 @@ def open_live(view: ConnView, plan: ReadPlan, last: int, live: Live, ref: pykka.
         ref.proxy().attach(live).get()
     except pykka.ActorDeadError:
         return False  # evicted by a swap before it started: the client redials
-    sub = subscribe(view, plan, last, ref)
+    return hand_consumer(view, subscribe(view, plan, last, ref), ref)
+
+
+def hand_consumer(view: ConnView, sub: Any, ref: pykka.ActorRef[Any]) -> bool:
+    """Give the consumer ``sub`` to the follow's actor; False when it ended meanwhile."""
     try:
         return bool(ref.proxy().subscribed(view.nc_id, sub, view.loop_thread).get())
     except pykka.ActorDeadError:  # evicted meanwhile: the consumer is still ours to end
@@ -641,8 +689,51 @@ def open_live(view: ConnView, plan: ReadPlan, last: int, live: Live, ref: pykka.
         return False
 
 
-def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any]) -> Any:
-    """An ordered consumer of the pipe from ``last`` + 1 whose messages are told to ``ref``."""
+def open_follow(view: ConnView, plan: ReadPlan, last: int, live: Follow, ref: pykka.ActorRef[Any]) -> bool:
+    """Step 12's consumer: as :func:`open_live`, but the loop delivers each message itself while
+    the client's socket takes it without blocking (no thread wakes per message: 1 000 follows
+    are 1 000 actor threads otherwise, woken by every message), and hands ``live`` over to the
+    actor ``ref`` for good the first time it would block.
+
+    Until then the loop alone runs ``live`` (the actor has none attached, so its flushes and
+    its eviction touch nothing of it) and tells each message's cursor right after writing it,
+    in the same loop callback. A swap or a stop closes the socket from the actor: a later loop
+    write fails and moves no cursor, and a client that redials looks its stream up through the
+    loop before it asks for its cursor, so that ask comes after the advance of every message
+    the loop wrote."""
+    try:
+        ref.proxy().ping().get()
+    except pykka.ActorDeadError:
+        return False  # evicted by a swap before it started: the client redials
+    return hand_consumer(view, subscribe(view, plan, last, ref, OnLoop(live, ref)), ref)
+
+
+class OnLoop:
+    """A follow's deliveries while the loop runs them (see :func:`open_follow`); loop only."""
+
+    def __init__(self, live: Follow, ref: pykka.ActorRef[Any]) -> None:
+        self.live = live
+        self.ref = ref
+        self.handed = False
+
+    def deliver(self, seq: int, data: bytes) -> None:
+        if self.handed:
+            self.ref.tell(FollowDelivery(seq=seq, data=data))
+            return
+        try:
+            resume = self.live.deliver_nowait(seq, data)
+        except Exception:  # noqa: BLE001 - a bad message must not end the follow
+            logger.exception("follow delivery failed")
+            return
+        if resume is not None:
+            self.handed = True
+            self.ref.tell(Handover(live=self.live, resume=resume))
+
+
+def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any],
+              on_loop: OnLoop | None = None) -> Any:
+    """An ordered consumer of the pipe from ``last`` + 1 whose messages are told to ``ref``
+    (or given to ``on_loop``)."""
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     async def on_msg(msg: Any) -> None:
@@ -651,7 +742,10 @@ def subscribe(view: ConnView, plan: ReadPlan, last: int, ref: pykka.ActorRef[Any
         except Exception:  # noqa: BLE001 - not a JetStream message
             return
         try:
-            ref.tell(FollowDelivery(seq=seq, data=msg.data))
+            if on_loop is not None:
+                on_loop.deliver(seq, msg.data)
+            else:
+                ref.tell(FollowDelivery(seq=seq, data=msg.data))
         except Exception:  # noqa: BLE001 - the follow ended meanwhile (ActorDeadError)
             pass
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -181,3 +182,42 @@ def test_credentials_gone_on_disk_keeps_the_cursor_files_but_writes_nothing(home
     assert cursors.get("s", "k").get() == CursorEntry(3, T1)  # home.md §6 path 3: they apply again
     assert cursors.actor_ref.ask(creds_changed(CREDS)) == []
     assert cursors.advance("s", "k", 4, T1).get()
+
+
+# --- coalesced told advances (issue 13 §2: 1 000 follows) ----------------------------------------
+
+
+def test_told_advances_are_written_without_an_ask_once_per_file(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[Path] = []
+    real_write = CursorStore._write
+
+    def counting_write(self: CursorStore, path: Path, entries: Any) -> None:
+        writes.append(path)
+        real_write(self, path, entries)
+
+    monkeypatch.setattr(CursorStore, "_write", counting_write)
+    cursors = CursorsActor.start(home_=home, write_every=0.2)
+    for seq in range(1, 21):
+        cursors.tell(Advance(session="s", key="k", seq=seq, created=T1))
+        cursors.tell(Advance(session="t", key=f"k{seq % 2}", seq=seq, created=T1))
+
+    # No ask: the timer writes them, one rewrite per file however many advances it noted.
+    wait_for(lambda: CursorStore(home).load("t") == {"k0": CursorEntry(20, T1), "k1": CursorEntry(19, T1)})
+    assert CursorStore(home).get("s", "k") == CursorEntry(20, T1)
+    assert sorted(p.name for p in writes) == ["s.json", "t.json"]
+    cursors.stop()
+
+
+def test_noted_advances_are_written_when_the_actor_stops(home: Home) -> None:
+    cursors = CursorsActor.start(home_=home, write_every=60.0)
+    cursors.tell(Advance(session="s", key="k", seq=4, created=T1))
+    cursors.stop()
+
+    assert CursorStore(home).get("s", "k") == CursorEntry(4, T1)
+
+
+def wait_for(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.01)

@@ -19,6 +19,7 @@ import pykka
 import pytest
 
 from ppz.actors import nats as nats_module
+from ppz.handlers import read as read_module
 
 from .natsserver import nats_servers_fixture  # noqa: F401 - a fixture
 from .polling import wait_until
@@ -94,5 +95,39 @@ def test_a_follow_carries_on_past_messages_removed_from_the_stream(rig: Rig) -> 
         rig.publish("m3")
         event = reader.next()
         assert event is not None and event["msg"]["payload"] == "m3"
+    finally:
+        reader.close()
+
+
+def test_a_follow_whose_client_lags_gets_every_message_once_in_order(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop writes a follow's messages while the client's socket takes them; when it would
+    block, the follow's actor takes over (read.open_follow). Across that hand-over no message is
+    lost, repeated or reordered, and the cursor ends at the last one."""
+    handovers: list[int] = []
+    real = read_module.Follow.deliver_nowait
+
+    def spying(self: Any, seq: int, data: bytes) -> Any:
+        resume = real(self, seq, data)
+        if resume is not None:
+            handovers.append(seq)
+        return resume
+
+    monkeypatch.setattr(read_module.Follow, "deliver_nowait", spying)
+    reader = rig.follow()
+    try:
+        rig.publish("m0")
+        first = reader.next()
+        assert first is not None and first["msg"]["payload"] == "m0"
+        big = [f"m{i}:" + "x" * 4000 for i in range(1, 301)]  # far more than a socket buffer holds
+        rig.publish(*big)
+        wait_until(lambda: handovers, "the loop to hand the follow over")
+        got = []
+        for _ in big:
+            event = reader.next()
+            assert event is not None, f"the follow ended after {len(got)} messages"
+            got.append(event["msg"]["payload"])
+        assert got == big
+        assert handovers[0] > 1  # m0 went out from the loop
+        wait_until(lambda: rig.cursor() == 301, "the cursor at the last message")
     finally:
         reader.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pykka
 import pytest
 
-from ppz.actors.follows import FollowActor
+from ppz.actors.follows import FollowActor, Handover
 from ppz.messages import ConnectionSwapped, FollowDelivery, Shutdown
 
 from .natsserver import (  # noqa: F401 - nats_servers_fixture is a fixture
@@ -225,3 +225,16 @@ def test_every_swap_of_the_nats_actor_closes_every_follow(
     nats.proxy.swap_to_nothing("handleLogout").get()
     assert sees_eof(peer)
     wait_stopped(ref)
+
+
+def test_a_handover_attaches_the_live_work_and_resumes_it_before_later_deliveries(pairs: Pairs) -> None:
+    """The loop hands a follow's work over when its socket would block (read.open_follow): the
+    message it could not finish comes first, then the deliveries told after it, then a flush."""
+    local, _peer = pairs()
+    sink = Sink()
+    follow = FollowActor.start(conn=local)
+    follow.tell(FollowDelivery(seq=1, data=b"on the loop"))  # nothing attached yet: dropped
+    follow.tell(Handover(live=sink, resume=lambda: sink.got.append((2, b"rest"))))
+    follow.tell(FollowDelivery(seq=3, data=b"m3"))
+    wait_until(lambda: len(sink.got) == 2 and sink.flushes >= 1, "the resumed message, one more and a flush")
+    assert sink.got == [(2, b"rest"), (3, b"m3")]

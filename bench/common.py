@@ -413,16 +413,18 @@ class TimingProxy:
     def stop(self) -> None:
         import asyncio
 
-        if self._server is not None:
-            self._server.close()
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 
     async def _cancel_all(self) -> None:
+        """On the proxy's loop (asyncio's Server is not thread-safe): stop listening, then end
+        every connection's task."""
         import asyncio
 
+        if self._server is not None:
+            self._server.close()
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for t in tasks:
             t.cancel()

@@ -465,8 +465,8 @@ class TimingProxy:
 
         try:
             await asyncio.gather(upstream(), downstream())
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # a cancelled connection ends quietly (3.11's stream callback would print it)
         finally:
             writer.close()
             up_writer.close()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ppz import errors, names
 from ppz import jetstream as js
-from ppz.actors.nats import PROBE_TIMEOUT, ConnView
+from ppz.actors.nats import ConnView
 from ppz.actors.state import session_key
 from ppz.cursors import CursorEntry
 from ppz.cursors import effective as cursor_effective
@@ -27,11 +27,8 @@ from ppz.system import System, fresh_connection, list_sources, require_connectio
 
 T = TypeVar("T")
 
-TABULAR_PIPES = ("inbox", "broadcast")
 PREVIEW_LEN = 60
 PREVIEW_CONCURRENCY = 8
-META_CLAMP = 1000
-REPORT_WAIT = 2 * PROBE_TIMEOUT + 1.0  # the probe, then closing the connection it failed
 _CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import re
 import socket
 import threading
 import time
@@ -48,12 +47,8 @@ logger = logging.getLogger(__name__)
 
 
 TABULAR_PIPES = ("inbox", "broadcast")
-PREVIEW_LEN = 60
-PREVIEW_CONCURRENCY = 8
 META_CLAMP = 1000
 REPORT_WAIT = 2 * PROBE_TIMEOUT + 1.0  # the probe, then closing the connection it failed
-_CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-_C0 = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # --- read receipts (nats.md §9) ------------------------------------------------------------------

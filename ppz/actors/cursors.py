@@ -23,7 +23,6 @@ so a follow's last flush or a drain that ends after the logout cannot bring a cu
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,7 @@ from pykka.typing import ActorMemberMixin, proxy_method
 
 from ppz import home
 from ppz.actors.identity import IdentityListener
+from ppz.actors.later import tell_later
 from ppz.cursors import CursorEntry
 from ppz.home import CursorStore, Home
 from ppz.messages import Advance, IdentityChanged
@@ -95,15 +95,7 @@ class CursorsActor(IdentityListener):
         self._noted.setdefault(session, []).append((key, seq, created))
         if not self._write_armed:
             self._write_armed = True
-            timer = threading.Timer(self._write_every, self._tell_write_due)
-            timer.daemon = True
-            timer.start()
-
-    def _tell_write_due(self) -> None:
-        try:
-            self.actor_ref.tell(WriteDue())
-        except pykka.ActorDeadError:
-            pass
+            tell_later(self.actor_ref, self._write_every, WriteDue())
 
     def _write_noted(self) -> None:
         """One read and at most one rewrite per session with noted advances."""

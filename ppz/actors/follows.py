@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from ppz.actors.later import tell_later
 from ppz.messages import ConnectionSwapped, FollowDelivery, Shutdown
 
 logger = logging.getLogger(__name__)
@@ -131,15 +131,7 @@ class FollowActor(pykka.ThreadingActor):
             self._run_flush()
         elif not self._flush_armed:
             self._flush_armed = True
-            timer = threading.Timer(self._flush_every, self._tell_flush)
-            timer.daemon = True
-            timer.start()
-
-    def _tell_flush(self) -> None:
-        try:
-            self.actor_ref.tell(FlushDue())
-        except pykka.ActorDeadError:
-            pass
+            tell_later(self.actor_ref, self._flush_every, FlushDue())
 
     def _run_flush(self) -> None:
         self._last_flush = time.monotonic()

@@ -15,7 +15,6 @@ import base64
 import concurrent.futures
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -31,6 +30,7 @@ from ppz import errors, names
 from ppz.actors.follows import FollowActor
 from ppz.actors.heartbeats import HeartbeatsActor
 from ppz.actors.identity import IdentityListener
+from ppz.actors.later import tell_later
 from ppz.aioloop import LoopThread
 from ppz.envelope import Envelope
 from ppz.eventlog import Event, EventLog
@@ -615,9 +615,7 @@ class NatsActor(IdentityListener):
         if wait > 0:
             if not self._rotation_pending:
                 self._rotation_pending = True
-                timer = threading.Timer(wait, self._tell_self, args=(RotationDue(),))
-                timer.daemon = True
-                timer.start()
+                tell_later(self.actor_ref, wait, RotationDue())
             return
         self._record("rotate", caller="OnRefreshed-callback", nc_id=inst.nc_id, jwt_exp=snap.exp,
                      reason="in-place reconnect")
